@@ -1,0 +1,165 @@
+"""The writes of a completion, each in one transaction (Zulip's do_* style).
+
+A completion writes twice whatever its length: once when it starts (the question and an empty
+answer, so a reload mid-answer shows it) and once when it ends (the answer with its outcome, the
+audit entry and the usage record together, so an answer is never stored without its audit entry).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.db import transaction
+from django.utils import timezone
+
+from audit.models import AuditEntry, UsageRecord
+from chat.models import Conversation, Message
+from chat.validation import validate
+
+
+class ConversationNotFound(Exception):
+    code = "not_found"
+    detail = "That conversation does not exist or is not yours. Start a new chat."
+
+
+@dataclass
+class Exchange:
+    user_id: int
+    conversation_id: int
+    title: str
+    user_message_id: int
+    message_id: int  # the assistant's answer
+    history: list[dict]  # what is sent upstream, the new question last
+    model_id: str
+    temperature: float
+    max_tokens: int
+    input_chars: int = field(init=False)
+
+    def __post_init__(self):
+        self.input_chars = sum(len(m["content"]) for m in self.history)
+
+
+def do_start_exchange(*, user, conversation_id, content, model_id, temperature, max_tokens, request_id) -> Exchange:
+    """Validate against the conversation so far, then store the question and an empty answer."""
+    conversation = None
+    history: list[dict] = []
+    if conversation_id is not None:
+        conversation = Conversation.objects.filter(pk=conversation_id, user=user).only("id", "title").first()
+        if conversation is None:
+            raise ConversationNotFound()
+        history = [
+            {"role": role, "content": text}
+            for role, text in conversation.messages.exclude(content="").values_list("role", "content")
+        ]
+    history.append({"role": "user", "content": content})
+    validate(history, model_id=model_id, temperature=temperature, max_tokens=max_tokens)
+
+    with transaction.atomic():
+        if conversation is None:
+            conversation = Conversation.objects.create(user=user, title=Conversation.title_from(content))
+        else:
+            Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+        question, answer = Message.objects.bulk_create(
+            [
+                Message(conversation=conversation, role=Message.Role.USER, content=content, request_id=request_id),
+                Message(
+                    conversation=conversation,
+                    role=Message.Role.ASSISTANT,
+                    status=Message.Status.STREAMING,
+                    model_id=model_id,
+                    request_id=request_id,
+                ),
+            ]
+        )
+    return Exchange(
+        user_id=user.pk,
+        conversation_id=conversation.pk,
+        title=conversation.title,
+        user_message_id=question.pk,
+        message_id=answer.pk,
+        history=history,
+        model_id=model_id,
+        temperature=temperature,
+        max_tokens=max_tokens,
+    )
+
+
+@dataclass
+class Outcome:
+    status: str  # a Message.Status value
+    text: str
+    finish_reason: str = ""
+    error_code: str = ""
+    error_detail: str = ""
+    filters: list[dict] = field(default_factory=list)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    token_source: str = UsageRecord.TokenSource.ESTIMATE
+    latency_ms: int = 0
+    ttft_ms: int | None = None
+
+    @property
+    def tokens_per_second(self) -> float:
+        # Generation speed once the answer started, so a slow first token does not hide a fast stream.
+        seconds = (self.latency_ms - (self.ttft_ms or 0)) / 1000
+        return round(self.output_tokens / seconds, 2) if seconds > 0 and self.output_tokens else 0.0
+
+    def stats(self) -> dict:
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "token_source": self.token_source,
+            "ttft_ms": self.ttft_ms,
+            "latency_ms": self.latency_ms,
+        }
+
+
+AUDIT_STATUS = {
+    Message.Status.COMPLETE: "success",
+    Message.Status.ERROR: "error",
+    Message.Status.CANCELLED: "cancelled",
+}
+
+
+def do_finish_exchange(exchange: Exchange, outcome: Outcome, *, request_id: str) -> None:
+    """Store the answer's final text and outcome with its audit entry and usage record, atomically."""
+    now = timezone.now()
+    status = AUDIT_STATUS[outcome.status]
+    with transaction.atomic():
+        Message.objects.filter(pk=exchange.message_id).update(
+            content=outcome.text,
+            status=outcome.status,
+            finish_reason=outcome.finish_reason,
+            error_code=outcome.error_code,
+            error_detail=outcome.error_detail,
+            filters=outcome.filters,
+            stats=outcome.stats(),
+            completed_at=now,
+        )
+        AuditEntry.objects.create(
+            request_id=request_id,
+            user_id=exchange.user_id,
+            conversation_id=exchange.conversation_id,
+            message_id=exchange.message_id,
+            model_id=exchange.model_id,
+            status=status,
+            error_code=outcome.error_code,
+            safety_filtered=bool(outcome.filters),
+            filters=outcome.filters,
+            timestamp=now,
+        )
+        UsageRecord.objects.create(
+            request_id=request_id,
+            user_id=exchange.user_id,
+            model_id=exchange.model_id,
+            status=status,
+            latency_ms=outcome.latency_ms,
+            ttft_ms=outcome.ttft_ms,
+            input_tokens=outcome.input_tokens,
+            output_tokens=outcome.output_tokens,
+            input_chars=exchange.input_chars,
+            output_chars=len(outcome.text),
+            token_source=outcome.token_source,
+            tokens_per_second=outcome.tokens_per_second,
+            timestamp=now,
+        )

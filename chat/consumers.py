@@ -1,0 +1,149 @@
+"""The chat websocket (`/ws/chat/`): validates frames, starts generations, relays their events.
+
+A thin caller of the executor: every step of a completion happens in chat/executor.py. The frame
+schema is documented in README.md ("Websocket protocol").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from chat import executor as chat_executor
+from chat.executor import ChatRequest, Delta, Done, Failed, Generation, Started
+
+log = logging.getLogger(__name__)
+
+UNAUTHENTICATED_CLOSE_CODE = 4401
+
+
+def frame_for(event) -> dict:
+    if isinstance(event, Delta):
+        return {"type": "delta", "message": event.message_id, "seq": event.seq, "text": event.text}
+    if isinstance(event, Started):
+        return {
+            "type": "started",
+            "conversation": event.conversation_id,
+            "message": event.message_id,
+            "user_message": event.user_message_id,
+            "request_id": event.request_id,
+            "title": event.title,
+        }
+    if isinstance(event, Done):
+        return {
+            "type": "done",
+            "message": event.message_id,
+            "status": event.status,
+            "finish_reason": event.finish_reason,
+            "model": event.model_id,
+            "usage": event.usage,
+            "latency_ms": event.latency_ms,
+            "ttft_ms": event.ttft_ms,
+            "filters": event.filters,
+        }
+    if isinstance(event, Failed):
+        return error_frame(event.code, event.detail, event.retryable, message=event.message_id, retry_after=event.retry_after)
+    raise TypeError(f"unknown event {event!r}")
+
+
+def error_frame(code, detail, retryable=False, *, message=None, retry_after=None) -> dict:
+    frame = {"type": "error", "message": message, "code": code, "detail": detail, "retryable": retryable}
+    if retry_after is not None:
+        frame["retry_after"] = retry_after
+    return frame
+
+
+class BadFrame(Exception):
+    pass
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    async def connect(self):
+        await self.accept()
+        self.user = self.scope.get("user")
+        if self.user is None or not self.user.is_authenticated:
+            await self.send_frame(error_frame("unauthenticated", "Your session has ended. Log in again to chat."))
+            await self.close(code=UNAUTHENTICATED_CLOSE_CODE)
+            return
+        self.relays: set[asyncio.Task] = set()
+
+    async def disconnect(self, code):
+        # The generations go on without us (they belong to the process); only stop relaying.
+        for relay in getattr(self, "relays", ()):
+            relay.cancel()
+
+    async def receive(self, text_data=None, bytes_data=None):
+        try:
+            frame = self.parse(text_data)
+            if frame["type"] == "send":
+                await self.start(frame)
+            else:
+                await self.stop(frame)
+        except BadFrame as exc:
+            await self.send_frame(error_frame("bad_frame", str(exc)))
+
+    def parse(self, text_data) -> dict:
+        if text_data is None:
+            raise BadFrame("Frames must be JSON text, not binary.")
+        try:
+            frame = json.loads(text_data)
+        except ValueError:
+            raise BadFrame("That frame is not valid JSON.") from None
+        if not isinstance(frame, dict) or frame.get("type") not in ("send", "stop"):
+            raise BadFrame('Every frame needs a "type": "send" or "stop".')
+        if frame["type"] == "stop":
+            if not _is_id(frame.get("message")):
+                raise BadFrame('"stop" needs the "message" id of the answer to stop.')
+            return frame
+        conversation = frame.get("conversation")
+        if conversation is not None and not _is_id(conversation):
+            raise BadFrame('"conversation" must be a conversation id or null.')
+        if not isinstance(frame.get("content"), str):
+            raise BadFrame('"send" needs the "content" of the message as text.')
+        model = frame.get("model", settings.PORTAL_DEFAULT_MODEL)
+        if not isinstance(model, str):
+            raise BadFrame('"model" must be a model id.')
+        for name in ("temperature", "max_tokens"):
+            if name in frame and (isinstance(frame[name], bool) or not isinstance(frame[name], (int, float))):
+                raise BadFrame(f'"{name}" must be a number.')
+        return frame
+
+    async def start(self, frame: dict):
+        max_tokens = frame.get("max_tokens", settings.PORTAL_DEFAULT_MAX_TOKENS)
+        request = ChatRequest(
+            user=self.user,
+            conversation_id=frame.get("conversation"),
+            content=frame["content"],
+            model_id=frame.get("model", settings.PORTAL_DEFAULT_MODEL),
+            temperature=frame.get("temperature", settings.PORTAL_DEFAULT_TEMPERATURE),
+            max_tokens=int(max_tokens) if isinstance(max_tokens, float) and max_tokens.is_integer() else max_tokens,
+        )
+        generation = Generation(request)
+        relay = asyncio.create_task(self.relay(generation))
+        self.relays.add(relay)
+        relay.add_done_callback(self.relays.discard)
+
+    async def relay(self, generation: Generation):
+        async for event in generation.events():
+            await self.send_frame(frame_for(event))
+
+    async def stop(self, frame: dict):
+        generation = chat_executor.running.get(frame["message"])
+        if generation is None or generation.user_id != self.user.pk:
+            # Finished already, never existed, or not yours: all look the same from outside.
+            await self.send_frame(
+                error_frame("not_running", "That answer is not being generated any more.", message=frame["message"])
+            )
+            return
+        generation.stop()
+
+    async def send_frame(self, frame: dict):
+        await self.send(text_data=json.dumps(frame, ensure_ascii=False))
+
+
+def _is_id(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0

@@ -1,0 +1,279 @@
+"""The executor: the one place a completion runs.
+
+Read `ChatExecutor.stream()` top to bottom for the whole governed path:
+
+    validate -> reserve quota -> store question -> stream from upstream -> safety filters ->
+    relay deltas -> store answer + audit entry + usage record (one transaction) -> release quota
+
+The websocket consumer, the HTTP API and the management command iterate `stream()` and turn its
+events into their own wire format; none of them repeats a step. Database writes happen twice per
+completion whatever its length (actions.py), never per chunk, and never inside the chunk loop.
+
+A generation belongs to the server process, not to the socket that asked for it: `Generation`
+runs `stream()` in its own task, so an answer goes on (and is stored) when its browser goes away,
+and Stop cancels that task from any socket of the owner. The executor turns the cancellation into
+a normal "cancelled" outcome: the partial answer is stored, audited, and a final Done is yielded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from audit.models import UsageRecord
+from chat import actions, quotas
+from chat.actions import Exchange, Outcome
+from chat.filters import SafetyPipeline
+from chat.models import Message
+from chat.upstream import errors
+from chat.upstream.genesys import Finish, GenesysClient, TextBatch, get_client
+from chat.validation import InvalidRequest, estimate_tokens
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ChatRequest:
+    user: object  # an authenticated django User
+    content: str
+    model_id: str
+    temperature: float
+    max_tokens: int
+    conversation_id: int | None = None
+
+
+# --- events -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Started:
+    conversation_id: int
+    message_id: int
+    user_message_id: int
+    request_id: str
+    title: str
+
+
+@dataclass
+class Delta:
+    message_id: int
+    seq: int
+    text: str
+
+
+@dataclass
+class Done:
+    message_id: int
+    status: str  # complete | cancelled
+    finish_reason: str
+    model_id: str
+    usage: dict
+    latency_ms: int
+    ttft_ms: int | None
+    filters: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Failed:
+    message_id: int | None  # None: rejected before anything was stored
+    code: str
+    detail: str
+    retryable: bool
+    retry_after: float | None = None
+
+
+Event = Started | Delta | Done | Failed
+
+
+class ChatExecutor:
+    def __init__(self, client: GenesysClient | None = None):
+        self.client = client
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
+        request_id = "req-" + uuid.uuid4().hex[:20]
+        user_id = request.user.pk
+        try:
+            quotas.concurrency.reserve(user_id)
+        except quotas.QuotaExceeded as exc:
+            log.info("rejected %s for user %s: %s", request_id, user_id, exc.code)
+            yield Failed(None, exc.code, exc.detail, retryable=True)
+            return
+        try:
+            try:
+                exchange = await database_sync_to_async(actions.do_start_exchange)(
+                    user=request.user,
+                    conversation_id=request.conversation_id,
+                    content=request.content,
+                    model_id=request.model_id,
+                    temperature=request.temperature,
+                    max_tokens=request.max_tokens,
+                    request_id=request_id,
+                )
+            except (InvalidRequest, actions.ConversationNotFound) as exc:
+                yield Failed(None, exc.code, exc.detail, retryable=False)
+                return
+            yield Started(exchange.conversation_id, exchange.message_id, exchange.user_message_id, request_id, exchange.title)
+            async for event in self._generate(exchange, request_id):
+                yield event
+        finally:
+            quotas.concurrency.release(user_id)
+
+    async def _generate(self, exchange: Exchange, request_id: str) -> AsyncIterator[Event]:
+        client = self.client or get_client()
+        safety = SafetyPipeline(settings.PORTAL_SAFETY_FILTERS)
+        relayed: list[str] = []
+        raw_chars = 0
+        seq = 0
+        finish: Finish | None = None
+        failure: errors.UpstreamError | None = None
+        cancelled = False
+        started = time.monotonic()
+        first_token_at = None
+        upstream = client.stream_chat(
+            messages=exchange.history,
+            model_id=exchange.model_id,
+            temperature=exchange.temperature,
+            max_tokens=exchange.max_tokens,
+            request_id=request_id,
+        )
+        try:
+            async for event in upstream:
+                if isinstance(event, TextBatch):
+                    if first_token_at is None:
+                        first_token_at = time.monotonic()
+                    raw_chars += len(event.text)
+                    text = safety.feed(event.text)
+                    if text:
+                        relayed.append(text)
+                        seq += 1
+                        yield Delta(exchange.message_id, seq, text)
+                else:
+                    finish = event
+            tail = safety.finish()
+            if tail:
+                relayed.append(tail)
+                seq += 1
+                yield Delta(exchange.message_id, seq, tail)
+        except errors.UpstreamError as exc:
+            failure = exc
+            log.warning("completion %s failed: %s (HTTP %s)", request_id, exc.code, exc.status)
+        except asyncio.CancelledError:
+            # Stop: keep what the person has already read. Uncancel so the stored outcome and the
+            # final Done below are not themselves interrupted.
+            cancelled = True
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+        finally:
+            await upstream.aclose()
+
+        latency_ms = int((time.monotonic() - started) * 1000)
+        ttft_ms = int((first_token_at - started) * 1000) if first_token_at else None
+        text = "".join(relayed)
+        usage = finish.usage if finish and isinstance(finish.usage, dict) else None
+        outcome = Outcome(
+            status=Message.Status.COMPLETE,
+            text=text,
+            filters=safety.report(),
+            latency_ms=latency_ms,
+            ttft_ms=ttft_ms,
+        )
+        if usage and "completion_tokens" in usage:
+            outcome.input_tokens = int(usage.get("prompt_tokens") or 0)
+            outcome.output_tokens = int(usage.get("completion_tokens") or 0)
+            outcome.token_source = UsageRecord.TokenSource.UPSTREAM
+        else:
+            outcome.input_tokens = estimate_tokens(exchange.input_chars)
+            outcome.output_tokens = estimate_tokens(raw_chars)
+        if cancelled:
+            outcome.status, outcome.finish_reason = Message.Status.CANCELLED, "cancelled"
+        elif failure is not None:
+            outcome.status, outcome.error_code, outcome.error_detail = Message.Status.ERROR, failure.code, failure.detail
+        else:
+            outcome.finish_reason = finish.finish_reason if finish else "stop"
+
+        await _uninterruptible(database_sync_to_async(actions.do_finish_exchange)(exchange, outcome, request_id=request_id))
+
+        if failure is not None:
+            yield Failed(exchange.message_id, failure.code, failure.detail, failure.retryable, failure.retry_after)
+        else:
+            yield Done(
+                message_id=exchange.message_id,
+                status=outcome.status,
+                finish_reason=outcome.finish_reason,
+                model_id=exchange.model_id,
+                usage={
+                    "input_tokens": outcome.input_tokens,
+                    "output_tokens": outcome.output_tokens,
+                    "source": outcome.token_source,
+                },
+                latency_ms=latency_ms,
+                ttft_ms=ttft_ms,
+                filters=outcome.filters,
+            )
+
+
+async def _uninterruptible(awaitable):
+    """Await to the end even if Stop arrives meanwhile: the final write is what makes Stop safe."""
+    future = asyncio.ensure_future(awaitable)
+    while True:
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            if future.done():
+                return future.result()
+
+
+_END = object()
+
+
+class Generation:
+    """One completion running in its own task; its events are read through `events()`."""
+
+    def __init__(self, request: ChatRequest, executor: ChatExecutor | None = None):
+        self.user_id = request.user.pk
+        self.message_id: int | None = None
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._executor = executor or ChatExecutor()
+        self._stopping = False
+        self.task = asyncio.create_task(self._run(request))
+
+    async def _run(self, request: ChatRequest) -> None:
+        try:
+            async for event in self._executor.stream(request):
+                if isinstance(event, Started):
+                    self.message_id = event.message_id
+                    running[event.message_id] = self
+                self._queue.put_nowait(event)
+        except Exception:
+            log.exception("generation failed unexpectedly")
+            self._queue.put_nowait(
+                Failed(self.message_id, "internal_error", "Something went wrong in the portal. Please try again.", True)
+            )
+        finally:
+            running.pop(self.message_id, None)
+            self._queue.put_nowait(_END)
+
+    async def events(self) -> AsyncIterator[Event]:
+        while (event := await self._queue.get()) is not _END:
+            yield event
+
+    def stop(self) -> None:
+        # Once only: a second cancellation could interrupt the storing of the first one's outcome.
+        if not self._stopping:
+            self._stopping = True
+            self.task.cancel()
+
+
+# The generations this process is running, by answer id, so Stop can reach one from any socket.
+running: dict[int, Generation] = {}

@@ -1,0 +1,72 @@
+"""The seed's request validation, with limits from settings. Each error is a sentence a person can act on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+
+ROLES = ("system", "user", "assistant")
+
+
+class InvalidRequest(Exception):
+    code = "invalid_request"
+
+    def __init__(self, detail: str):
+        super().__init__(detail)
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Limits:
+    models: tuple[str, ...]
+    max_tokens: int
+    max_history_tokens: int
+    max_message_chars: int
+
+    @classmethod
+    def from_settings(cls) -> Limits:
+        return cls(
+            models=tuple(settings.PORTAL_MODELS),
+            max_tokens=settings.PORTAL_MAX_TOKENS_LIMIT,
+            max_history_tokens=settings.PORTAL_MAX_HISTORY_TOKENS,
+            max_message_chars=settings.PORTAL_MAX_MESSAGE_CHARS,
+        )
+
+
+def estimate_tokens(chars: int) -> int:
+    """The seed's estimate: four characters a token, rounded up."""
+    return -(-chars // 4)
+
+
+def validate(messages: list[dict], *, model_id, temperature, max_tokens, limits: Limits | None = None) -> None:
+    limits = limits or Limits.from_settings()
+    if model_id not in limits.models:
+        raise InvalidRequest(f"The model “{model_id}” is not available here. Pick one of: {', '.join(limits.models)}.")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0.0 <= temperature <= 1.0:
+        raise InvalidRequest("Temperature must be a number from 0.0 to 1.0.")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= limits.max_tokens:
+        raise InvalidRequest(f"Max tokens must be a whole number from 1 to {limits.max_tokens}.")
+    if not messages:
+        raise InvalidRequest("There is nothing to send: write a message first.")
+    total_chars = 0
+    for message in messages:
+        if message.get("role") not in ROLES:
+            raise InvalidRequest(f"A message has the role “{message.get('role')}”; roles must be system, user or assistant.")
+        content = message.get("content")
+        if not isinstance(content, str):
+            raise InvalidRequest("Every message must be text.")
+        total_chars += len(content)
+    last = messages[-1]["content"]
+    if not last.strip():
+        raise InvalidRequest("The message is empty: write something first.")
+    if len(last) > limits.max_message_chars:
+        raise InvalidRequest(
+            f"The message is {len(last):,} characters long; the limit is {limits.max_message_chars:,}. Shorten it and send again."
+        )
+    estimated = estimate_tokens(total_chars)
+    if estimated > limits.max_history_tokens:
+        raise InvalidRequest(
+            f"This conversation is too long for the model (about {estimated:,} tokens; the limit is "
+            f"{limits.max_history_tokens:,}). Start a new chat, or shorten the message."
+        )

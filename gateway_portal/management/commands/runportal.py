@@ -1,0 +1,137 @@
+"""`python manage.py runportal`: the whole portal from one command.
+
+Starts (or re-attaches to) the embedded Postgres when DATABASE_URL is not set, migrates, starts
+the upstream emulator on a free loopback port when no Genesys credentials are set, creates the
+first admin account, and serves the portal with Daphne. Ctrl-C or SIGTERM stops every part it
+started.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import sys
+import time
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from gateway_portal import embedded_db
+
+
+class Command(BaseCommand):
+    help = "Start Gateway Portal: database, migrations, upstream emulator (if needed) and the web server."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="127.0.0.1", help="Interface to listen on (default 127.0.0.1).")
+        parser.add_argument("--port", type=int, default=8000, help="Port to listen on (default 8000).")
+        parser.add_argument(
+            "--emulator-port", type=int, default=0, help="Port for the bundled emulator (default: a free one)."
+        )
+        parser.add_argument(
+            "--emulator-url", default="", help="Use an emulator already running at this URL instead of starting one."
+        )
+        parser.add_argument(
+            "--keep-database", action="store_true", help="Leave the embedded Postgres running on exit."
+        )
+
+    def handle(self, *args, host, port, emulator_port, emulator_url, keep_database, **options):
+        began = time.monotonic()
+        url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        self.stdout.write(f"Starting Gateway Portal at {url} …")
+        emulator = None
+        _check_port_free(host, port)
+        try:
+            self.say_database()
+            call_command("migrate", interactive=False, verbosity=0)
+            emulator = self.start_upstream(emulator_port, emulator_url)
+            login = self.ensure_admin()
+            self.serve(host, port, url, began, login)
+        finally:
+            if emulator is not None:
+                emulator.stop()
+            if embedded_db.started_here() and not keep_database:
+                embedded_db.stop()
+                self.stdout.write("Embedded PostgreSQL stopped.")
+            self.stdout.write("Gateway Portal stopped.")
+
+    def say_database(self):
+        if settings.EMBEDDED_DATABASE:
+            state = "started" if embedded_db.started_here() else "already running, re-attached"
+            self.stdout.write(f"Database: embedded PostgreSQL in {embedded_db.data_dir()} ({state}).")
+        else:
+            db = settings.DATABASES["default"]
+            self.stdout.write(f"Database: PostgreSQL {db.get('NAME')} at {db.get('HOST') or 'local socket'} (DATABASE_URL).")
+
+    def start_upstream(self, emulator_port, emulator_url):
+        from chat.upstream.genesys import UpstreamTarget
+
+        target = UpstreamTarget.from_settings()
+        if target.name == "genesys":
+            self.stdout.write(f"Upstream: Genesys Cloud AI Gateway at {target.api_url} (token from {target.login_url}).")
+            return None
+        if emulator_url:
+            settings.EMULATOR_URL = emulator_url
+            self.stdout.write(f"Upstream: the emulator at {emulator_url}.")
+            return None
+        from chat.emulator.process import start_emulator
+
+        try:
+            emulator = start_emulator(port=emulator_port, inherit_env=True)
+        except OSError as exc:
+            raise CommandError(f"Could not start the emulator on port {emulator_port}: {exc.strerror}. Pick another --emulator-port.") from exc
+        # The one place a setting changes at run time: before anything is served, so every
+        # request sees the emulator this command started.
+        settings.EMULATOR_URL = emulator.url
+        self.stdout.write(
+            f"Upstream: the bundled emulator at {emulator.url} (no GENESYS_CLIENT_ID/GENESYS_CLIENT_SECRET set)."
+        )
+        return emulator
+
+    def ensure_admin(self) -> str:
+        User = get_user_model()
+        if User.objects.filter(is_superuser=True).exists():
+            return "Log in with your admin account (create more with: python manage.py createsuperuser)."
+        username = settings.PORTAL_ADMIN_USERNAME
+        password = settings.PORTAL_ADMIN_PASSWORD or secrets.token_urlsafe(12)
+        User.objects.create_superuser(username=username, email="", password=password)
+        if settings.PORTAL_ADMIN_PASSWORD:
+            return f"Log in as “{username}” with the password in PORTAL_ADMIN_PASSWORD."
+        return f"Log in as “{username}” with password {password}  (shown once: note it now)."
+
+    def serve(self, host, port, url, began, login):
+        from daphne.endpoints import build_endpoint_description_strings
+        from daphne.server import Server
+
+        from gateway_portal.asgi import application
+
+        def ready():
+            took = time.monotonic() - began
+            self.stdout.write(self.style.SUCCESS(f"\nGateway Portal is running at {url}  (ready in {took:.1f} s)"))
+            self.stdout.write(login)
+            self.stdout.write("Press Ctrl-C to stop.\n")
+            sys.stdout.flush()
+
+        Server(
+            application=application,
+            endpoints=build_endpoint_description_strings(host=host, port=port),
+            signal_handlers=True,
+            verbosity=0,
+            ready_callable=ready,
+        ).run()
+
+
+def _check_port_free(host, port):
+    """Fail before starting anything, with a sentence instead of a Twisted traceback."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise CommandError(
+                f"Cannot listen on {host}:{port}: {exc.strerror}. Is the portal already running? "
+                "Stop it, or pick another --port."
+            ) from exc

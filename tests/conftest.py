@@ -1,0 +1,150 @@
+"""Shared fixtures: real Postgres (embedded unless DATABASE_URL is set), a real emulator process
+on a loopback socket, named users (alice owns things, bob is another user), and a logged-in
+websocket client speaking to the full ASGI application (session cookie, origin check and all).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.test import Client, override_settings
+
+from chat.emulator.process import start_emulator
+
+# Fast, deterministic upstream for the suite; individual tests slow it down with directives.
+UPSTREAM_TEST_SETTINGS = dict(
+    UPSTREAM_BACKOFF_BASE=0.02,
+    UPSTREAM_BACKOFF_MAX=0.1,
+    UPSTREAM_READ_TIMEOUT=2.0,
+    UPSTREAM_CONNECT_TIMEOUT=2.0,
+    UPSTREAM_DEADLINE=10.0,
+)
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings():
+    """Close connections after each sync_to_async call (the executor's thread pool), so the test
+    database can be dropped at the end; the portal itself keeps them for DB_CONN_MAX_AGE."""
+    from django.conf import settings
+
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+
+@pytest.fixture(scope="session")
+def emulator():
+    with start_emulator(ttft_ms=0, tokens_per_second=0, reply_tokens=40) as emu:
+        overrides = override_settings(EMULATOR_URL=emu.url, **UPSTREAM_TEST_SETTINGS)
+        overrides.enable()
+        try:
+            yield emu
+        finally:
+            overrides.disable()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_token_cache(emulator):
+    """Each test starts without a cached upstream token, as a fresh process would."""
+    from django.core.cache import cache
+
+    from chat.upstream import genesys
+
+    genesys._client = None
+    yield
+    try:
+        cache.clear()
+    except Exception:
+        pass
+
+
+@pytest.fixture(autouse=True)
+async def _close_worker_thread_connections():
+    """Async code reaches the ORM through asgiref's worker thread; close its connection after each
+    test as a request would, so the test database can be dropped at the end of the run."""
+    yield
+    from django.db import connections
+
+    await sync_to_async(connections.close_all)()
+
+
+def nonce() -> str:
+    """Makes a prompt unique, so the emulator's per-prompt fault counters start at zero."""
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def alice(django_user_model):
+    return django_user_model.objects.create_user("alice", password="alice-password-1")
+
+
+@pytest.fixture
+def bob(django_user_model):
+    return django_user_model.objects.create_user("bob", password="bob-password-1")
+
+
+def session_cookie_for(user) -> str:
+    client = Client()
+    client.force_login(user)
+    return client.cookies["sessionid"].value
+
+
+class ChatSocket:
+    """A browser's websocket to /ws/chat/, through the real ASGI stack."""
+
+    def __init__(self, communicator: WebsocketCommunicator):
+        self.communicator = communicator
+
+    async def send(self, **frame):
+        await self.communicator.send_to(text_data=json.dumps(frame))
+
+    async def send_raw(self, text):
+        await self.communicator.send_to(text_data=text)
+
+    async def receive(self, timeout=10):
+        return json.loads(await self.communicator.receive_from(timeout=timeout))
+
+    async def receive_until(self, *types, timeout=10):
+        """Frames up to and including the first whose type is in `types`."""
+        frames = []
+        while True:
+            frame = await self.receive(timeout=timeout)
+            frames.append(frame)
+            if frame["type"] in types:
+                return frames
+
+    async def close(self):
+        await self.communicator.disconnect()
+
+
+@pytest.fixture
+async def open_socket():
+    sockets = []
+
+    async def _open(user=None):
+        from gateway_portal.asgi import application
+
+        headers = [(b"origin", b"http://127.0.0.1:8000"), (b"host", b"127.0.0.1:8000")]
+        if user is not None:
+            cookie = await sync_to_async(session_cookie_for)(user)
+            headers.append((b"cookie", f"sessionid={cookie}".encode()))
+        communicator = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
+        connected, _ = await communicator.connect()
+        assert connected
+        socket = ChatSocket(communicator)
+        sockets.append(socket)
+        return socket
+
+    yield _open
+    for socket in sockets:
+        await socket.close()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Leave the machine as we found it: stop the embedded Postgres if this run started it."""
+    from gateway_portal import embedded_db
+
+    if embedded_db.started_here():
+        embedded_db.stop()

@@ -1,0 +1,132 @@
+"""The portal as a person uses it: `runportal` in its own process, headless Chromium in front.
+
+Needs Debian's Chromium (/usr/bin/chromium). Without it the test is skipped with the reason,
+except in CI (PORTAL_REQUIRE_BROWSER=1), where a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+PROJECT = Path(__file__).resolve().parents[2]
+ARTIFACTS = PROJECT / "test-artifacts"
+CHROMIUM = os.environ.get("PORTAL_CHROMIUM", "/usr/bin/chromium")
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _need_browser():
+    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None and not Path(CHROMIUM).is_file():
+        if os.environ.get("PORTAL_REQUIRE_BROWSER"):
+            pytest.fail(f"Chromium not found at {CHROMIUM}; install Debian's chromium package.")
+        pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _test_database_url() -> str:
+    db = settings.DATABASES["default"]
+    host = db.get("HOST") or "127.0.0.1"
+    if host.startswith("/"):
+        return f"postgresql://{db['USER']}:{db.get('PASSWORD') or ''}@/{db['NAME']}?host={host}"
+    return f"postgresql://{db['USER']}:{db.get('PASSWORD') or ''}@{host}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+@pytest.fixture
+def portal(transactional_db):
+    """runportal on the test database, exactly as the README starts it, with its own emulator."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": _test_database_url(),
+        "PORTAL_ADMIN_PASSWORD": "admin-password-1",
+        "EMULATOR_TTFT_MS": "200",
+        "EMULATOR_TOKENS_PER_SECOND": "60",
+    }
+    env.pop("GENESYS_CLIENT_ID", None)
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "runportal", "--port", str(port)],
+        cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    lines = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "is running at" in line:
+            break
+    else:
+        process.kill()
+    if process.poll() is not None or not any("is running at" in line for line in lines):
+        process.kill()
+        pytest.fail("runportal did not start:\n" + "".join(lines))
+    assert lines[0].startswith(f"Starting Gateway Portal at http://127.0.0.1:{port}")
+    yield f"http://127.0.0.1:{port}"
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail("runportal did not stop on SIGTERM")
+    rest = process.stdout.read()
+    assert "Gateway Portal stopped." in rest
+
+
+def test_log_in_ask_watch_it_stream_reload_and_see_it_kept(portal, alice):
+    _need_browser()
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(portal + "/")
+        page.fill("input[name=username]", "alice")
+        page.fill("input[name=password]", "alice-password-1")
+        page.click("button[type=submit], input[type=submit]")
+        page.wait_for_url(portal + "/")
+
+        composer = page.locator("textarea")
+        composer.fill("How do OAuth client credentials work?")
+        composer.press("Enter")
+
+        answer = page.locator("[data-role=assistant]").last
+        # Mid-stream: some words are there and more are still coming.
+        expect(answer).to_contain_text(re.compile(r"\w+ \w+ \w+"), timeout=15_000)
+        page.screenshot(path=str(ARTIFACTS / "chat-streaming.png"))
+        expect(page.locator("[data-role=assistant] .meta").last).to_contain_text("tokens", timeout=30_000)
+        streamed = answer.locator(".md").inner_text()
+        assert len(streamed.split()) > 20
+        page.screenshot(path=str(ARTIFACTS / "chat-done.png"))
+        assert re.search(r"/c/\d+/$", page.url), page.url
+
+        page.reload()
+        expect(page.locator("[data-role=user]").first).to_contain_text("How do OAuth client credentials work?")
+        kept = page.locator("[data-role=assistant] .md").last.inner_text()
+        assert kept == streamed
+        expect(page.locator("nav, aside").first).to_contain_text("How do OAuth client credentials work?")
+        page.screenshot(path=str(ARTIFACTS / "chat-reloaded.png"))
+        assert errors == []
+        browser.close()
