@@ -238,14 +238,22 @@ _END = object()
 
 
 class Generation:
-    """One completion running in its own task; its events are read through `events()`."""
+    """One completion running in its own task, with any number of readers.
+
+    The socket that asked for it subscribes first (and sees Started); a socket that reconnects
+    later subscribes and takes a snapshot in the same step, with no await in between, so it gets
+    the text up to `seq` and then exactly the deltas after it: nothing lost, nothing twice.
+    """
 
     def __init__(self, request: ChatRequest, executor: ChatExecutor | None = None):
         self.user_id = request.user.pk
         self.message_id: int | None = None
-        self._queue: asyncio.Queue = asyncio.Queue()
+        self.seq = 0
+        self._text: list[str] = []
+        self._readers: set[asyncio.Queue] = set()
         self._executor = executor or ChatExecutor()
         self._stopping = False
+        self.first_reader = self.subscribe()
         self.task = asyncio.create_task(self._run(request))
 
     async def _run(self, request: ChatRequest) -> None:
@@ -254,19 +262,36 @@ class Generation:
                 if isinstance(event, Started):
                     self.message_id = event.message_id
                     running[event.message_id] = self
-                self._queue.put_nowait(event)
+                elif isinstance(event, Delta):
+                    self.seq = event.seq
+                    self._text.append(event.text)
+                self._publish(event)
         except Exception:
             log.exception("generation failed unexpectedly")
-            self._queue.put_nowait(
-                Failed(self.message_id, "internal_error", "Something went wrong in the portal. Please try again.", True)
-            )
+            self._publish(Failed(self.message_id, "internal_error", "Something went wrong in the portal. Please try again.", True))
         finally:
             running.pop(self.message_id, None)
-            self._queue.put_nowait(_END)
+            self._publish(_END)
 
-    async def events(self) -> AsyncIterator[Event]:
-        while (event := await self._queue.get()) is not _END:
-            yield event
+    def _publish(self, event) -> None:
+        for reader in self._readers:
+            reader.put_nowait(event)
+
+    def subscribe(self) -> asyncio.Queue:
+        reader: asyncio.Queue = asyncio.Queue()
+        self._readers.add(reader)
+        return reader
+
+    def snapshot(self) -> tuple[int, str]:
+        """The answer so far and the seq of its last delta (call right after subscribe())."""
+        return self.seq, "".join(self._text)
+
+    async def events(self, reader: asyncio.Queue) -> AsyncIterator[Event]:
+        try:
+            while (event := await reader.get()) is not _END:
+                yield event
+        finally:
+            self._readers.discard(reader)
 
     def stop(self) -> None:
         # Once only: a second cancellation could interrupt the storing of the first one's outcome.
@@ -277,3 +302,25 @@ class Generation:
 
 # The generations this process is running, by answer id, so Stop can reach one from any socket.
 running: dict[int, Generation] = {}
+
+
+def outcome_event(message: Message) -> Done | Failed:
+    """The final event of an answer that has already ended, rebuilt from what was stored."""
+    if message.status == Message.Status.ERROR:
+        retryable = message.error_code in errors.RETRYABLE_CODES or message.error_code == "internal_error"
+        return Failed(message.pk, message.error_code, message.error_detail, retryable=retryable)
+    stats = message.stats or {}
+    return Done(
+        message_id=message.pk,
+        status=message.status,
+        finish_reason=message.finish_reason,
+        model_id=message.model_id,
+        usage={
+            "input_tokens": stats.get("input_tokens", 0),
+            "output_tokens": stats.get("output_tokens", 0),
+            "source": stats.get("token_source", "estimate"),
+        },
+        latency_ms=stats.get("latency_ms", 0),
+        ttft_ms=stats.get("ttft_ms"),
+        filters=message.filters,
+    )

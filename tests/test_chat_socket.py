@@ -187,8 +187,8 @@ async def test_a_stream_cut_after_text_keeps_the_text_and_offers_retry(alice, op
     "raw, detail",
     [
         ("not json", "That frame is not valid JSON."),
-        ('{"type": "dance"}', 'Every frame needs a "type": "send" or "stop".'),
-        ('["send"]', 'Every frame needs a "type": "send" or "stop".'),
+        ('{"type": "dance"}', 'Every frame needs a "type": "send", "stop" or "resume".'),
+        ('["send"]', 'Every frame needs a "type": "send", "stop" or "resume".'),
         ('{"type": "send", "conversation": null}', '"send" needs the "content" of the message as text.'),
         ('{"type": "send", "content": "hi", "conversation": "abc"}', '"conversation" must be a conversation id or null.'),
         ('{"type": "send", "content": "hi", "temperature": "hot"}', '"temperature" must be a number.'),
@@ -232,3 +232,57 @@ async def test_another_user_cannot_stop_my_answer(alice, bob, open_socket):
     assert (await bob_socket.receive())["code"] == "not_running"
     frames = await alice_socket.receive_until("done", "error")
     assert frames[-1]["status"] == "complete"
+
+
+async def test_a_reconnected_browser_gets_the_text_so_far_then_exactly_the_rest(alice, open_socket):
+    first = await open_socket(alice)
+    await first.send(**send_frame(f"Long {nonce()} [[emulator tokens=60 rate=150]]"))
+    started = await first.receive()
+    seen = [await first.receive() for _ in range(3)]
+    assert [f["type"] for f in seen] == ["delta"] * 3
+    await first.close()  # the connection drops mid-answer
+
+    second = await open_socket(alice)
+    await second.send(type="resume", message=started["message"], after_seq=3)
+    snapshot = await second.receive()
+    assert snapshot["type"] == "snapshot" and snapshot["status"] == "streaming" and snapshot["seq"] >= 3
+    assert snapshot["text"].startswith("".join(f["text"] for f in seen))
+    rest = await second.receive_until("done", "error")
+    deltas = [f for f in rest if f["type"] == "delta"]
+    assert [d["seq"] for d in deltas] == list(range(snapshot["seq"] + 1, snapshot["seq"] + 1 + len(deltas)))
+    assert rest[-1]["type"] == "done"
+    messages, _, _ = await rows_for(started["request_id"])
+    assert snapshot["text"] + "".join(d["text"] for d in deltas) == messages[0]["content"]
+    assert len(messages[0]["content"].split()) == 60
+
+
+async def test_resuming_a_finished_answer_gives_its_stored_text_and_outcome(alice, open_socket):
+    socket = await open_socket(alice)
+    frames = await ask(socket, f"Short {nonce()}")
+    await socket.send(type="resume", message=frames[0]["message"], after_seq=0)
+    final = await socket.receive()
+    assert final["type"] == "done" and final["status"] == "complete"
+    assert final["content"] == "".join(f["text"] for f in frames if f["type"] == "delta")
+    assert final["usage"] == frames[-1]["usage"] and final["filters"] == frames[-1]["filters"]
+
+
+async def test_another_user_cannot_follow_my_answer(alice, bob, open_socket):
+    alice_socket = await open_socket(alice)
+    await alice_socket.send(**send_frame(f"Mine {nonce()} [[emulator tokens=40 rate=200]]"))
+    started = await alice_socket.receive()
+    bob_socket = await open_socket(bob)
+    await bob_socket.send(type="resume", message=started["message"], after_seq=0)
+    assert (await bob_socket.receive())["code"] == "not_found"
+    await alice_socket.receive_until("done", "error")
+    await bob_socket.send(type="resume", message=started["message"], after_seq=0)
+    assert (await bob_socket.receive())["code"] == "not_found"
+
+
+async def test_stop_works_from_another_socket_of_the_owner(alice, open_socket):
+    first = await open_socket(alice)
+    await first.send(**send_frame(f"Long {nonce()} [[emulator tokens=2000 rate=100]]", max_tokens=4000))
+    started = await first.receive()
+    second = await open_socket(alice)
+    await second.send(type="stop", message=started["message"])
+    frames = await first.receive_until("done", "error")
+    assert frames[-1]["status"] == "cancelled"

@@ -75,3 +75,12 @@ class UpstreamInterrupted(UpstreamError):
     code = "upstream_interrupted"
     retryable = True
     detail = "The answer was cut off because the connection to the AI service broke. The part above is kept; press Retry to ask again."
+
+
+def _all(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _all(sub)
+
+
+RETRYABLE_CODES = frozenset(cls.code for cls in _all(UpstreamError) if cls.retryable)

@@ -89,9 +89,10 @@ def portal(transactional_db):
     assert "Gateway Portal stopped." in rest
 
 
-def test_log_in_ask_watch_it_stream_reload_and_see_it_kept(portal, alice):
+@pytest.fixture
+def browser():
     _need_browser()
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
@@ -99,34 +100,87 @@ def test_log_in_ask_watch_it_stream_reload_and_see_it_kept(portal, alice):
             executable_path=CHROMIUM,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
         )
-        page = browser.new_page(viewport={"width": 1280, "height": 800})
-        errors = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(portal + "/")
-        page.fill("input[name=username]", "alice")
-        page.fill("input[name=password]", "alice-password-1")
-        page.click("button[type=submit], input[type=submit]")
-        page.wait_for_url(portal + "/")
-
-        composer = page.locator("textarea")
-        composer.fill("How do OAuth client credentials work?")
-        composer.press("Enter")
-
-        answer = page.locator("[data-role=assistant]").last
-        # Mid-stream: some words are there and more are still coming.
-        expect(answer).to_contain_text(re.compile(r"\w+ \w+ \w+"), timeout=15_000)
-        page.screenshot(path=str(ARTIFACTS / "chat-streaming.png"))
-        expect(page.locator("[data-role=assistant] .meta").last).to_contain_text("tokens", timeout=30_000)
-        streamed = answer.locator(".md").inner_text()
-        assert len(streamed.split()) > 20
-        page.screenshot(path=str(ARTIFACTS / "chat-done.png"))
-        assert re.search(r"/c/\d+/$", page.url), page.url
-
-        page.reload()
-        expect(page.locator("[data-role=user]").first).to_contain_text("How do OAuth client credentials work?")
-        kept = page.locator("[data-role=assistant] .md").last.inner_text()
-        assert kept == streamed
-        expect(page.locator("nav, aside").first).to_contain_text("How do OAuth client credentials work?")
-        page.screenshot(path=str(ARTIFACTS / "chat-reloaded.png"))
-        assert errors == []
+        yield browser
         browser.close()
+
+
+def log_in(browser, portal, viewport=(1280, 800)):
+    page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+    page.page_errors = []
+    page.on("pageerror", lambda exc: page.page_errors.append(str(exc)))
+    page.goto(portal + "/")
+    page.fill("input[name=username]", "alice")
+    page.fill("input[name=password]", "alice-password-1")
+    page.click("button[type=submit], input[type=submit]")
+    page.wait_for_url(portal + "/")
+    return page
+
+
+def answer_words(page) -> int:
+    return len(page.locator("[data-role=assistant] .md").last.inner_text().split())
+
+
+def wait_for_words(page, at_least, answers=1, timeout=20_000):
+    """Wait until the `answers`-th answer on the page shows at least `at_least` words."""
+    page.wait_for_function(
+        "([n, k]) => { const a = document.querySelectorAll('[data-role=assistant] .md'); "
+        "return a.length >= k && a[k - 1].innerText.split(/\\s+/).filter(Boolean).length >= n; }",
+        arg=[at_least, answers],
+        timeout=timeout,
+    )
+
+
+def test_log_in_ask_watch_it_stream_reload_and_see_it_kept(portal, alice, browser):
+    from playwright.sync_api import expect
+
+    page = log_in(browser, portal)
+    composer = page.locator("textarea")
+    composer.fill("How do OAuth client credentials work?")
+    composer.press("Enter")
+
+    # Mid-stream: some words are there and more are still coming (the button is Stop).
+    wait_for_words(page, 8)
+    assert answer_words(page) < 120
+    page.screenshot(path=str(ARTIFACTS / "chat-streaming.png"))
+    expect(page.locator("[data-role=assistant] .meta").last).to_contain_text("120 tokens", timeout=30_000)
+    streamed = page.locator("[data-role=assistant] .md").last.inner_text()
+    assert answer_words(page) > 20
+    page.screenshot(path=str(ARTIFACTS / "chat-done.png"))
+    assert re.search(r"/c/\d+/$", page.url), page.url
+
+    page.reload()
+    expect(page.locator("[data-role=user]").first).to_contain_text("How do OAuth client credentials work?")
+    expect(page.locator("[data-role=assistant] .md").last).to_have_text(streamed)
+    expect(page.locator("nav, aside").first).to_contain_text("How do OAuth client credentials work?")
+    page.screenshot(path=str(ARTIFACTS / "chat-reloaded.png"))
+    assert page.page_errors == []
+
+
+def test_an_answer_carries_on_after_a_reload_mid_stream_and_stop_works(portal, alice, browser):
+    from playwright.sync_api import expect
+
+    page = log_in(browser, portal, viewport=(390, 844))
+    composer = page.locator("textarea")
+    composer.fill("Tell me a long story [[emulator tokens=150 rate=50]]")
+    composer.press("Enter")
+    wait_for_words(page, 10)
+    page.reload()  # mid-answer
+    wait_for_words(page, 30)
+    assert answer_words(page) < 150
+    page.screenshot(path=str(ARTIFACTS / "chat-phone-resumed.png"))
+    expect(page.locator("[data-role=assistant] .meta").last).to_contain_text("150 tokens", timeout=30_000)
+    assert answer_words(page) >= 140  # the whole answer, nothing lost across the reload
+
+    composer = page.locator("textarea")
+    composer.fill("Another long one [[emulator tokens=2000 rate=50]]")
+    composer.press("Enter")
+    wait_for_words(page, 5, answers=2)
+    composer.press("Escape")
+    expect(page.locator("[data-role=assistant] .meta").last).to_contain_text("Stopped", timeout=10_000)
+    assert 5 <= answer_words(page) < 2000
+    stopped = page.locator("[data-role=assistant] .md").last.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "chat-phone-stopped.png"))
+    page.reload()
+    expect(page.locator("[data-role=assistant] .meta").last).to_contain_text("Stopped")
+    expect(page.locator("[data-role=assistant] .md").last).to_have_text(stopped)
+    assert page.page_errors == []
