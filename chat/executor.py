@@ -324,3 +324,12 @@ def outcome_event(message: Message) -> Done | Failed:
         ttft_ms=stats.get("ttft_ms"),
         filters=message.filters,
     )
+
+
+async def stop_all(timeout: float = 10.0) -> None:
+    """On shutdown: stop every running answer so each is stored as cancelled, not left streaming."""
+    generations = list(running.values())
+    for generation in generations:
+        generation.stop()
+    if generations:
+        await asyncio.wait([g.task for g in generations], timeout=timeout)

@@ -6,7 +6,14 @@ websocket client speaking to the full ASGI application (session cookie, origin c
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -140,6 +147,81 @@ async def open_socket():
     yield _open
     for socket in sockets:
         await socket.close()
+
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _test_database_url() -> str:
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    host = db.get("HOST") or "127.0.0.1"
+    if host.startswith("/"):
+        return f"postgresql://{db['USER']}:{db.get('PASSWORD') or ''}@/{db['NAME']}?host={host}"
+    return f"postgresql://{db['USER']}:{db.get('PASSWORD') or ''}@{host}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+class RunningPortal:
+    def __init__(self, process, port):
+        self.process = process
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.output = ""
+
+    def stop(self, timeout=20) -> str:
+        """SIGTERM, as a service manager would; returns what it printed while stopping."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                raise AssertionError("runportal did not stop on SIGTERM")
+            self.output += self.process.stdout.read()
+        return self.output
+
+
+@pytest.fixture
+def portal(transactional_db):
+    """`manage.py runportal` in its own process on the test database, with its own emulator."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": _test_database_url(),
+        "PORTAL_ADMIN_PASSWORD": "admin-password-1",
+        "EMULATOR_TTFT_MS": "200",
+        "EMULATOR_TOKENS_PER_SECOND": "60",
+    }
+    env.pop("GENESYS_CLIENT_ID", None)
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "runportal", "--port", str(port)],
+        cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    running = RunningPortal(process, port)
+    lines = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "is running at" in line:
+            break
+    running.output = "".join(lines)
+    if process.poll() is not None or "is running at" not in running.output:
+        process.kill()
+        pytest.fail("runportal did not start:\n" + running.output)
+    try:
+        yield running
+    finally:
+        assert "Gateway Portal stopped." in running.stop()
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -9,15 +9,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 
 PROJECT = Path(__file__).resolve().parents[2]
 ARTIFACTS = PROJECT / "test-artifacts"
@@ -31,62 +25,6 @@ def _need_browser():
         if os.environ.get("PORTAL_REQUIRE_BROWSER"):
             pytest.fail(f"Chromium not found at {CHROMIUM}; install Debian's chromium package.")
         pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _test_database_url() -> str:
-    db = settings.DATABASES["default"]
-    host = db.get("HOST") or "127.0.0.1"
-    if host.startswith("/"):
-        return f"postgresql://{db['USER']}:{db.get('PASSWORD') or ''}@/{db['NAME']}?host={host}"
-    return f"postgresql://{db['USER']}:{db.get('PASSWORD') or ''}@{host}:{db.get('PORT') or 5432}/{db['NAME']}"
-
-
-@pytest.fixture
-def portal(transactional_db):
-    """runportal on the test database, exactly as the README starts it, with its own emulator."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": _test_database_url(),
-        "PORTAL_ADMIN_PASSWORD": "admin-password-1",
-        "EMULATOR_TTFT_MS": "200",
-        "EMULATOR_TOKENS_PER_SECOND": "60",
-    }
-    env.pop("GENESYS_CLIENT_ID", None)
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "runportal", "--port", str(port)],
-        cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    lines = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if "is running at" in line:
-            break
-    else:
-        process.kill()
-    if process.poll() is not None or not any("is running at" in line for line in lines):
-        process.kill()
-        pytest.fail("runportal did not start:\n" + "".join(lines))
-    assert lines[0].startswith(f"Starting Gateway Portal at http://127.0.0.1:{port}")
-    yield f"http://127.0.0.1:{port}"
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        pytest.fail("runportal did not stop on SIGTERM")
-    rest = process.stdout.read()
-    assert "Gateway Portal stopped." in rest
 
 
 @pytest.fixture
@@ -105,6 +43,7 @@ def browser():
 
 
 def log_in(browser, portal, viewport=(1280, 800)):
+    portal = portal.url
     page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
     page.page_errors = []
     page.on("pageerror", lambda exc: page.page_errors.append(str(exc)))

@@ -125,6 +125,17 @@ class Command(BaseCommand):
         def ready():
             # Announced once the reactor runs, i.e. once Ctrl-C/SIGTERM lead to a clean stop.
             reactor.callWhenRunning(announce)
+            reactor.addSystemEventTrigger("before", "shutdown", stop_answers)
+
+        def stop_answers():
+            # A restart must not leave answers "streaming" forever: store them as cancelled.
+            import asyncio
+
+            from twisted.internet.defer import Deferred
+
+            from chat.executor import stop_all
+
+            return Deferred.fromFuture(asyncio.ensure_future(stop_all()))
 
         Server(
             application=application,
