@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 ROLES = ("system", "user", "assistant")
+TEMPERATURE_MIN, TEMPERATURE_MAX = 0.0, 1.0  # the seed's range (and the upstream's)
 
 
 class InvalidRequest(Exception):
@@ -43,8 +44,8 @@ def validate(messages: list[dict], *, model_id, temperature, max_tokens, limits:
     limits = limits or Limits.from_settings()
     if model_id not in limits.models:
         raise InvalidRequest(f"The model “{model_id}” is not available here. Pick one of: {', '.join(limits.models)}.")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0.0 <= temperature <= 1.0:
-        raise InvalidRequest("Temperature must be a number from 0.0 to 1.0.")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not TEMPERATURE_MIN <= temperature <= TEMPERATURE_MAX:
+        raise InvalidRequest(f"Temperature must be a number from {TEMPERATURE_MIN} to {TEMPERATURE_MAX}.")
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= limits.max_tokens:
         raise InvalidRequest(f"Max tokens must be a whole number from 1 to {limits.max_tokens}.")
     if not messages:

@@ -16,11 +16,10 @@ from django.utils import timezone
 from django.views.generic import TemplateView
 
 from chat.models import Conversation, Message
+from chat.validation import TEMPERATURE_MAX, TEMPERATURE_MIN
 
 SIDEBAR_LIMIT = 200
 WS_PATH = "/ws/chat/"
-# The temperature range chat/validation.py accepts (the seed's 0.0 to 1.0).
-TEMPERATURE_MIN, TEMPERATURE_MAX = 0.0, 1.0
 
 # Fields of a stored message the script needs to draw it exactly as the live stream did.
 MESSAGE_FIELDS = (
@@ -112,7 +111,7 @@ class ChatView(LoginRequiredMixin, TemplateView):
                     "temperature_max": TEMPERATURE_MAX,
                     "max_tokens": settings.PORTAL_DEFAULT_MAX_TOKENS,
                     "max_tokens_limit": settings.PORTAL_MAX_TOKENS_LIMIT,
-                    "max_message_chars": getattr(settings, "PORTAL_MAX_MESSAGE_CHARS", None),
+                    "max_message_chars": settings.PORTAL_MAX_MESSAGE_CHARS,
                 },
                 "ws_path": WS_PATH,
                 "conversation_url": _conversation_url_template(),
