@@ -101,8 +101,28 @@ class Outcome:
     @property
     def tokens_per_second(self) -> float:
         # Generation speed once the answer started, so a slow first token does not hide a fast stream.
-        seconds = (self.latency_ms - (self.ttft_ms or 0)) / 1000
-        return round(self.output_tokens / seconds, 2) if seconds > 0 and self.output_tokens else 0.0
+        # When the whole answer arrived in one read, fall back to the whole latency (at least 1 ms).
+        ms = self.latency_ms - (self.ttft_ms or 0)
+        if ms <= 0:
+            ms = max(self.latency_ms, 1)
+        return round(self.output_tokens * 1000 / ms, 2) if self.output_tokens else 0.0
+
+    @classmethod
+    def from_message(cls, message: Message) -> Outcome:
+        stats = message.stats or {}
+        return cls(
+            status=message.status,
+            text=message.content,
+            finish_reason=message.finish_reason,
+            error_code=message.error_code,
+            error_detail=message.error_detail,
+            filters=message.filters,
+            input_tokens=stats.get("input_tokens", 0),
+            output_tokens=stats.get("output_tokens", 0),
+            token_source=stats.get("token_source", UsageRecord.TokenSource.ESTIMATE),
+            latency_ms=stats.get("latency_ms", 0),
+            ttft_ms=stats.get("ttft_ms"),
+        )
 
     def stats(self) -> dict:
         return {

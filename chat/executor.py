@@ -201,23 +201,9 @@ class ChatExecutor:
 
         await _uninterruptible(database_sync_to_async(actions.do_finish_exchange)(exchange, outcome, request_id=request_id))
 
-        if failure is not None:
-            yield Failed(exchange.message_id, failure.code, failure.detail, failure.retryable, failure.retry_after)
-        else:
-            yield Done(
-                message_id=exchange.message_id,
-                status=outcome.status,
-                finish_reason=outcome.finish_reason,
-                model_id=exchange.model_id,
-                usage={
-                    "input_tokens": outcome.input_tokens,
-                    "output_tokens": outcome.output_tokens,
-                    "source": outcome.token_source,
-                },
-                latency_ms=latency_ms,
-                ttft_ms=ttft_ms,
-                filters=outcome.filters,
-            )
+        retryable = failure.retryable if failure is not None else None
+        retry_after = failure.retry_after if failure is not None else None
+        yield final_event(exchange.message_id, exchange.model_id, outcome, retryable=retryable, retry_after=retry_after)
 
 
 async def _uninterruptible(awaitable):
@@ -304,26 +290,28 @@ class Generation:
 running: dict[int, Generation] = {}
 
 
+def final_event(message_id, model_id, outcome: Outcome, *, retryable=None, retry_after=None) -> Done | Failed:
+    """The last event of an answer, from its outcome (live, or as stored for a late reader)."""
+    if outcome.status == Message.Status.ERROR:
+        if retryable is None:
+            retryable = outcome.error_code in errors.RETRYABLE_CODES or outcome.error_code == "internal_error"
+        return Failed(message_id, outcome.error_code, outcome.error_detail, retryable, retry_after)
+    return Done(
+        message_id=message_id,
+        status=outcome.status,
+        finish_reason=outcome.finish_reason,
+        model_id=model_id,
+        usage={"input_tokens": outcome.input_tokens, "output_tokens": outcome.output_tokens, "source": outcome.token_source},
+        latency_ms=outcome.latency_ms,
+        ttft_ms=outcome.ttft_ms,
+        filters=outcome.filters,
+    )
+
+
 def outcome_event(message: Message) -> Done | Failed:
     """The final event of an answer that has already ended, rebuilt from what was stored."""
-    if message.status == Message.Status.ERROR:
-        retryable = message.error_code in errors.RETRYABLE_CODES or message.error_code == "internal_error"
-        return Failed(message.pk, message.error_code, message.error_detail, retryable=retryable)
-    stats = message.stats or {}
-    return Done(
-        message_id=message.pk,
-        status=message.status,
-        finish_reason=message.finish_reason,
-        model_id=message.model_id,
-        usage={
-            "input_tokens": stats.get("input_tokens", 0),
-            "output_tokens": stats.get("output_tokens", 0),
-            "source": stats.get("token_source", "estimate"),
-        },
-        latency_ms=stats.get("latency_ms", 0),
-        ttft_ms=stats.get("ttft_ms"),
-        filters=message.filters,
-    )
+    return final_event(message.pk, message.model_id, Outcome.from_message(message))
+
 
 
 async def stop_all(timeout: float = 10.0) -> None:
