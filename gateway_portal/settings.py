@@ -54,6 +54,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "gateway_portal.security.content_security_policy",
 ]
 
 ROOT_URLCONF = "gateway_portal.urls"
@@ -109,6 +110,9 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "chat:index"
 LOGOUT_REDIRECT_URL = "login"
 SESSION_COOKIE_HTTPONLY = True
+from gateway_portal.security import POLICY as _DEFAULT_CSP  # noqa: E402
+
+PORTAL_CONTENT_SECURITY_POLICY = env.str("PORTAL_CONTENT_SECURITY_POLICY", default=_DEFAULT_CSP)
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 

@@ -51,3 +51,17 @@ def test_the_sidebar_lists_only_my_conversations_newest_first(client, alice, bob
     html = client.get("/").content.decode()
     assert html.index("Newer question") < html.index("Older question")
     assert "Bob&#x27;s question" not in html and "Bob's question" not in html
+
+
+def test_pages_forbid_inline_and_foreign_scripts(client, alice):
+    client.force_login(alice)
+    policy = client.get("/")["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "'unsafe-inline'" not in policy.split("script-src")[1].split(";")[0]
+    assert "img-src 'self' data:" in policy and "frame-ancestors 'none'" in policy
+
+
+def test_the_admin_still_works_under_the_policy(client, django_user_model):
+    admin = django_user_model.objects.create_superuser("root", password="root-password-1")
+    client.force_login(admin)
+    assert client.get("/admin/audit/auditentry/").status_code == 200
+    assert client.get("/admin/chat/conversation/").status_code == 200
