@@ -1,7 +1,7 @@
 """The writes of a completion, each in one transaction (Zulip's do_* style).
 
 A completion writes twice whatever its length: once when it starts (the question and an empty
-answer, so a reload mid-answer shows it) and once when it ends (the answer with its outcome, the
+answer, so a reload mid-answer shows it; the executor does this while the upstream thinks) and once when it ends (the answer with its outcome, the
 audit entry and the usage record together, so an answer is never stored without its audit entry).
 """
 
@@ -14,7 +14,6 @@ from django.utils import timezone
 
 from audit.models import AuditEntry, UsageRecord
 from chat.models import Conversation, Message
-from chat.validation import validate
 
 
 class ConversationNotFound(Exception):
@@ -39,31 +38,35 @@ class Exchange:
         self.input_chars = sum(len(m["content"]) for m in self.history)
 
 
-def do_start_exchange(*, user, conversation_id, content, model_id, temperature, max_tokens, request_id) -> Exchange:
-    """Validate against the conversation so far, then store the question and an empty answer."""
-    conversation = None
-    history: list[dict] = []
-    if conversation_id is not None:
-        conversation = Conversation.objects.filter(pk=conversation_id, user=user).only("id", "title").first()
-        if conversation is None:
-            raise ConversationNotFound()
-        history = [
-            {"role": role, "content": text}
-            for role, text in conversation.messages.exclude(content="").values_list("role", "content")
-        ]
-    history.append({"role": "user", "content": content})
-    validate(history, model_id=model_id, temperature=temperature, max_tokens=max_tokens)
+def load_history(*, user, conversation_id) -> tuple[str, list[dict]]:
+    """The title and messages of the owner's conversation (anyone else's is not found)."""
+    title = Conversation.objects.filter(pk=conversation_id, user=user).values_list("title", flat=True).first()
+    if title is None:
+        raise ConversationNotFound()
+    history = [
+        {"role": role, "content": text}
+        for role, text in Message.objects.filter(conversation_id=conversation_id)
+        .exclude(content="")
+        .order_by("created_at", "id")
+        .values_list("role", "content")
+    ]
+    return title, history
 
+
+def do_start_exchange(*, user, conversation_id, title, history, model_id, temperature, max_tokens, request_id) -> Exchange:
+    """Store the question (the last of `history`, already validated) and an empty answer."""
+    content = history[-1]["content"]
     with transaction.atomic():
-        if conversation is None:
-            conversation = Conversation.objects.create(user=user, title=Conversation.title_from(content))
-        else:
-            Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+        if conversation_id is None:
+            title = Conversation.title_from(content)
+            conversation_id = Conversation.objects.create(user=user, title=title).pk
+        elif not Conversation.objects.filter(pk=conversation_id, user=user).update(updated_at=timezone.now()):
+            raise ConversationNotFound()  # deleted since its history was read
         question, answer = Message.objects.bulk_create(
             [
-                Message(conversation=conversation, role=Message.Role.USER, content=content, request_id=request_id),
+                Message(conversation_id=conversation_id, role=Message.Role.USER, content=content, request_id=request_id),
                 Message(
-                    conversation=conversation,
+                    conversation_id=conversation_id,
                     role=Message.Role.ASSISTANT,
                     status=Message.Status.STREAMING,
                     model_id=model_id,
@@ -73,8 +76,8 @@ def do_start_exchange(*, user, conversation_id, content, model_id, temperature, 
         )
     return Exchange(
         user_id=user.pk,
-        conversation_id=conversation.pk,
-        title=conversation.title,
+        conversation_id=conversation_id,
+        title=title,
         user_message_id=question.pk,
         message_id=answer.pk,
         history=history,

@@ -2,8 +2,9 @@
 
 Read `ChatExecutor.stream()` top to bottom for the whole governed path:
 
-    validate -> reserve quota -> store question -> stream from upstream -> safety filters ->
-    relay deltas -> store answer + audit entry + usage record (one transaction) -> release quota
+    reserve quota -> validate (with the conversation so far) -> send upstream, and store the
+    question while the model thinks -> stream -> safety filters -> relay deltas -> store answer +
+    audit entry + usage record (one transaction) -> release quota
 
 The websocket consumer, the HTTP API and the management command iterate `stream()` and turn its
 events into their own wire format; none of them repeats a step. Database writes happen twice per
@@ -34,7 +35,7 @@ from chat.filters import SafetyPipeline
 from chat.models import Message
 from chat.upstream import errors
 from chat.upstream.genesys import Finish, GenesysClient, TextBatch, get_client
-from chat.validation import InvalidRequest, estimate_tokens
+from chat.validation import InvalidRequest, estimate_tokens, validate
 
 log = logging.getLogger(__name__)
 
@@ -107,26 +108,58 @@ class ChatExecutor:
             return
         try:
             try:
+                title, history = await self._history(request)
+                history.append({"role": "user", "content": request.content})
+                validate(history, model_id=request.model_id, temperature=request.temperature, max_tokens=request.max_tokens)
+            except (InvalidRequest, actions.ConversationNotFound) as exc:
+                yield Failed(None, exc.code, exc.detail, retryable=False)
+                return
+            # The question goes upstream first and is stored while the model thinks, so the
+            # database write is not part of the time to first token.
+            began = time.monotonic()
+            upstream = (self.client or get_client()).stream_chat(
+                messages=history,
+                model_id=request.model_id,
+                temperature=request.temperature,
+                max_tokens=request.max_tokens,
+                request_id=request_id,
+            )
+            first = asyncio.ensure_future(anext(upstream, None))
+            try:
                 exchange = await database_sync_to_async(actions.do_start_exchange)(
                     user=request.user,
                     conversation_id=request.conversation_id,
-                    content=request.content,
+                    title=title,
+                    history=history,
                     model_id=request.model_id,
                     temperature=request.temperature,
                     max_tokens=request.max_tokens,
                     request_id=request_id,
                 )
-            except (InvalidRequest, actions.ConversationNotFound) as exc:
-                yield Failed(None, exc.code, exc.detail, retryable=False)
+            except BaseException as exc:
+                first.cancel()
+                await asyncio.wait([first])
+                await upstream.aclose()
+                if isinstance(exc, actions.ConversationNotFound):
+                    yield Failed(None, exc.code, exc.detail, retryable=False)
+                    return
+                if not isinstance(exc, Exception):
+                    raise
+                log.exception("could not store the question of %s", request_id)
+                yield Failed(None, "internal_error", "The portal could not save your message. Please try again.", True)
                 return
             yield Started(exchange.conversation_id, exchange.message_id, exchange.user_message_id, request_id, exchange.title)
-            async for event in self._generate(exchange, request_id):
+            async for event in self._generate(exchange, request_id, upstream, first, began):
                 yield event
         finally:
             quotas.concurrency.release(user_id)
 
-    async def _generate(self, exchange: Exchange, request_id: str) -> AsyncIterator[Event]:
-        client = self.client or get_client()
+    async def _history(self, request: ChatRequest) -> tuple[str, list[dict]]:
+        if request.conversation_id is None:
+            return "", []  # a new conversation: nothing to read
+        return await database_sync_to_async(actions.load_history)(user=request.user, conversation_id=request.conversation_id)
+
+    async def _generate(self, exchange: Exchange, request_id: str, upstream, first, started: float) -> AsyncIterator[Event]:
         safety = SafetyPipeline(settings.PORTAL_SAFETY_FILTERS)
         relayed: list[str] = []
         raw_chars = 0
@@ -134,17 +167,9 @@ class ChatExecutor:
         finish: Finish | None = None
         failure: errors.UpstreamError | None = None
         cancelled = False
-        started = time.monotonic()
         first_token_at = None
-        upstream = client.stream_chat(
-            messages=exchange.history,
-            model_id=exchange.model_id,
-            temperature=exchange.temperature,
-            max_tokens=exchange.max_tokens,
-            request_id=request_id,
-        )
         try:
-            async for event in upstream:
+            async for event in _chain(first, upstream):
                 if isinstance(event, TextBatch):
                     if first_token_at is None:
                         first_token_at = time.monotonic()
@@ -204,6 +229,16 @@ class ChatExecutor:
         retryable = failure.retryable if failure is not None else None
         retry_after = failure.retry_after if failure is not None else None
         yield final_event(exchange.message_id, exchange.model_id, outcome, retryable=retryable, retry_after=retry_after)
+
+
+async def _chain(first: asyncio.Future, rest: AsyncIterator):
+    """The upstream's events: the first one (already requested) and then the rest."""
+    event = await first
+    if event is None:
+        return
+    yield event
+    async for event in rest:
+        yield event
 
 
 async def _uninterruptible(awaitable):
