@@ -126,7 +126,7 @@ class ChatExecutor:
             )
             first = asyncio.ensure_future(anext(upstream, None))
             try:
-                exchange = await database_sync_to_async(actions.do_start_exchange)(
+                exchange = await _db(actions.do_start_exchange)(
                     user=request.user,
                     conversation_id=request.conversation_id,
                     title=title,
@@ -157,7 +157,7 @@ class ChatExecutor:
     async def _history(self, request: ChatRequest) -> tuple[str, list[dict]]:
         if request.conversation_id is None:
             return "", []  # a new conversation: nothing to read
-        return await database_sync_to_async(actions.load_history)(user=request.user, conversation_id=request.conversation_id)
+        return await _db(actions.load_history)(user=request.user, conversation_id=request.conversation_id)
 
     async def _generate(self, exchange: Exchange, request_id: str, upstream, first, started: float) -> AsyncIterator[Event]:
         safety = SafetyPipeline(settings.PORTAL_SAFETY_FILTERS)
@@ -224,11 +224,17 @@ class ChatExecutor:
         else:
             outcome.finish_reason = finish.finish_reason if finish else "stop"
 
-        await _uninterruptible(database_sync_to_async(actions.do_finish_exchange)(exchange, outcome, request_id=request_id))
+        await _uninterruptible(_db(actions.do_finish_exchange)(exchange, outcome, request_id=request_id))
 
         retryable = failure.retryable if failure is not None else None
         retry_after = failure.retry_after if failure is not None else None
         yield final_event(exchange.message_id, exchange.model_id, outcome, retryable=retryable, retry_after=retry_after)
+
+
+def _db(function):
+    """Run an ORM call in the thread pool. Not thread-sensitive: the default would funnel every
+    database call of the process through one thread, so one slow write would queue all others."""
+    return database_sync_to_async(function, thread_sensitive=False)
 
 
 async def _chain(first: asyncio.Future, rest: AsyncIterator):

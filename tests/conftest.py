@@ -224,6 +224,21 @@ def portal(transactional_db):
         assert "Gateway Portal stopped." in running.stop()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _end_worker_thread_connections(django_db_setup, django_db_blocker):
+    """The executor's ORM calls run in each test event loop's default thread pool; when
+    pytest-asyncio closes a loop its threads end without a request cycle to close their
+    connections. End those sessions so the test database can be dropped at the end."""
+    yield
+    from django.db import connection
+
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Leave the machine as we found it: stop the embedded Postgres if this run started it."""
     from gateway_portal import embedded_db

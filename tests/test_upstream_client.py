@@ -187,3 +187,13 @@ def test_region_derives_both_hosts_and_overrides_win():
         assert UpstreamTarget.from_settings().api_url == "https://gw.example"
     with override_settings(GENESYS_CLIENT_ID="", GENESYS_CLIENT_SECRET="s"):
         assert UpstreamTarget.from_settings().name == "emulator"
+
+
+async def test_completions_reuse_the_upstream_connection(emulator):
+    httpx.post(emulator.url + "/_emulator/reset")
+    client = GenesysClient()
+    for _ in range(5):
+        text, finish = await collect(client, f"again {nonce()}")
+        assert finish.finish_reason == "stop"
+    counts = stats(emulator)
+    assert counts["completion_requests"] == 5 and counts["completion_connections"] == 1

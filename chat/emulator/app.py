@@ -101,6 +101,9 @@ class EmulatorState:
         self.fault_hits.clear()
         self.token_requests = 0
         self.completion_requests = 0
+        # Client addresses (host, port) seen on completion requests: one per TCP connection, so
+        # a client that reuses its connections shows fewer of them than it made requests.
+        self.completion_clients: set[tuple] = set()
         self.completed_streams = 0
         self.faults_injected = 0
         self.client_disconnects = 0
@@ -135,6 +138,7 @@ class EmulatorState:
         return {
             "token_requests": self.token_requests,
             "completion_requests": self.completion_requests,
+            "completion_connections": len(self.completion_clients),
             "active_streams": self.active_streams,
             "completed_streams": self.completed_streams,
             "faults_injected": self.faults_injected,
@@ -228,6 +232,8 @@ class EmulatorApp:
 
     async def genesys_completion(self, scope, receive, send) -> None:
         self.state.completion_requests += 1
+        if scope.get("client"):
+            self.state.completion_clients.add(tuple(scope["client"]))
         token = bearer(scope)
         if not token or not self.state.token_valid(token):
             what = "is missing" if not token else "is invalid or expired"

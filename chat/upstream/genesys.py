@@ -254,7 +254,8 @@ class GenesysClient:
                     await response.aread()
                     _raise_for_status(response)
                 decoder = SSEDecoder()
-                async for raw in response.aiter_raw():
+                chunks = response.aiter_raw()
+                async for raw in chunks:
                     finish = None
                     pieces = []
                     for data in decoder.feed(raw):
@@ -273,6 +274,11 @@ class GenesysClient:
                         yield TextBatch("".join(pieces))
                     if finish is not None:
                         yield finish
+                        # Read the body to its end (the last chunk, [DONE]) so httpcore returns the
+                        # connection to the pool instead of closing it: no new TCP/TLS handshake
+                        # for the next completion.
+                        async for _ in chunks:
+                            pass
                         return
                 raise errors.UpstreamUnavailable("The AI service ended the answer early. Please try again.")
         except httpx.TimeoutException as exc:

@@ -139,7 +139,9 @@ class Command(BaseCommand):
 
         Server(
             application=application,
-            endpoints=build_endpoint_description_strings(host=host, port=port),
+            # Twisted's default listen backlog is 50: a burst of browsers reconnecting at once (a
+            # deploy, a network blip) would see refused handshakes.
+            endpoints=[e + ":backlog=1024" for e in build_endpoint_description_strings(host=host, port=port)],
             signal_handlers=True,
             verbosity=0,
             ready_callable=ready,
