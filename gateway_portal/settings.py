@@ -159,6 +159,10 @@ UPSTREAM_DEADLINE = env.float("UPSTREAM_DEADLINE", default=90.0)
 UPSTREAM_BACKOFF_BASE = env.float("UPSTREAM_BACKOFF_BASE", default=0.5)
 UPSTREAM_BACKOFF_MAX = env.float("UPSTREAM_BACKOFF_MAX", default=8.0)
 UPSTREAM_MAX_CONNECTIONS = env.int("UPSTREAM_MAX_CONNECTIONS", default=4000)
+# TLS verification of the upstream: true (system CA bundle via certifi), false (never in
+# production), or the path of a CA bundle (a corporate proxy's, or a test CA).
+UPSTREAM_TLS_VERIFY = env.str("UPSTREAM_TLS_VERIFY", default="true")
+UPSTREAM_TLS_VERIFY = {"true": True, "false": False}.get(UPSTREAM_TLS_VERIFY.lower(), UPSTREAM_TLS_VERIFY)
 
 # --- Governance defaults (the seed's values) ---------------------------------------------------
 PORTAL_MODELS = env.list("PORTAL_MODELS", default=["gpt-4", "gpt-4o", "gpt-4o-mini", "claude-3-5-sonnet"])

@@ -32,6 +32,8 @@ _OPTIONS = (
     ("client-id", str, _DEFAULTS.client_id, "OAuth client id"),
     ("client-secret", str, _DEFAULTS.client_secret, "OAuth client secret"),
     ("parent-pid", int, None, "exit when this process (the parent) goes away"),
+    ("ssl-certfile", str, None, "serve HTTPS with this certificate (PEM), like the real upstream"),
+    ("ssl-keyfile", str, None, "the certificate's private key (PEM)"),
 )
 
 
@@ -58,7 +60,8 @@ class _Server(uvicorn.Server):
         if not self.started:
             return
         host, port = self.servers[0].sockets[0].getsockname()[:2]
-        print(f"Emulator listening on http://{host}:{port}", flush=True)
+        scheme = "https" if self.config.is_ssl else "http"
+        print(f"Emulator listening on {scheme}://{host}:{port}", flush=True)
         if self.parent_pid:
             self._watch = asyncio.get_running_loop().create_task(self._watch_parent())
 
@@ -93,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         proxy_headers=False,  # loopback only; one less middleware frame per resumed stream
         backlog=4096,
         timeout_graceful_shutdown=2,  # open streams get 2 s, then they are cancelled
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
     ))
     server.parent_pid = args.parent_pid
 

@@ -10,6 +10,7 @@ import http.client
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -19,16 +20,19 @@ from pathlib import Path
 # Project root: the parent of the `chat` package, so `python -m chat.emulator` imports there.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
-_OPTIONS = ("ttft_ms", "tokens_per_second", "reply_tokens", "chunk_tokens", "token_ttl", "client_id", "client_secret")
+_OPTIONS = (
+    "ttft_ms", "tokens_per_second", "reply_tokens", "chunk_tokens", "token_ttl", "client_id", "client_secret",
+    "ssl_certfile", "ssl_keyfile",
+)
 
 
 class EmulatorProcess:
     """A running emulator child. Use as a context manager or call ``stop()``."""
 
-    def __init__(self, proc: subprocess.Popen, port: int, stderr_file) -> None:
+    def __init__(self, proc: subprocess.Popen, port: int, stderr_file, scheme: str = "http") -> None:
         self.proc = proc
         self.port = port
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{scheme}://127.0.0.1:{port}"
         self._stderr = stderr_file
 
     @property
@@ -105,7 +109,7 @@ def start_emulator(
     finally:
         sock.close()  # the child has its own copy
 
-    emulator = EmulatorProcess(proc, port, stderr_file)
+    emulator = EmulatorProcess(proc, port, stderr_file, "https" if config_overrides.get("ssl_certfile") else "http")
     try:
         _wait_healthy(emulator, startup_timeout)
     except BaseException:
@@ -122,7 +126,13 @@ def _wait_healthy(emulator: EmulatorProcess, timeout: float) -> None:
                 f"The emulator exited with status {emulator.proc.returncode} before it was ready. "
                 f"Its stderr:\n{emulator.stderr_text()}")
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", emulator.port, timeout=1)
+            if emulator.url.startswith("https"):
+                # A readiness probe on loopback; the client under test does verify the certificate.
+                conn = http.client.HTTPSConnection(
+                    "127.0.0.1", emulator.port, timeout=1, context=ssl._create_unverified_context()
+                )
+            else:
+                conn = http.client.HTTPConnection("127.0.0.1", emulator.port, timeout=1)
             try:
                 conn.request("GET", "/health")
                 if conn.getresponse().status == 200:

@@ -29,6 +29,7 @@ from django.core.cache import cache
 
 from chat.upstream import errors
 from chat.upstream.sse import SSEDecoder
+from chat.upstream.transport import upstream_transport
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +91,9 @@ def http_client() -> httpx.AsyncClient:
         for other in [lp for lp in _clients if lp.is_closed()]:
             del _clients[other]
         limit = settings.UPSTREAM_MAX_CONNECTIONS
+        limits = httpx.Limits(max_connections=limit, max_keepalive_connections=limit, keepalive_expiry=30)
         client = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit, keepalive_expiry=30),
+            transport=upstream_transport(limits, verify=settings.UPSTREAM_TLS_VERIFY),
             timeout=_timeout(),
             headers={"User-Agent": "gateway-portal/0.1"},
         )
