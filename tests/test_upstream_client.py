@@ -197,3 +197,18 @@ async def test_completions_reuse_the_upstream_connection(emulator):
         assert finish.finish_reason == "stop"
     counts = stats(emulator)
     assert counts["completion_requests"] == 5 and counts["completion_connections"] == 1
+
+
+async def test_more_streams_than_connections_wait_their_turn_and_all_finish(emulator):
+    import asyncio
+
+    from chat.upstream import genesys
+
+    httpx.post(emulator.url + "/_emulator/reset")
+    with override_settings(UPSTREAM_MAX_CONNECTIONS=2):
+        genesys._clients.clear()  # a client with the smaller pool for this loop
+        client = GenesysClient()
+        results = await asyncio.gather(*(collect(client, f"queue {i} {nonce()} [[emulator tokens=20 rate=200]]") for i in range(6)))
+    assert all(finish.finish_reason == "stop" and len(text.split()) == 20 for text, finish in results)
+    counts = stats(emulator)
+    assert counts["completion_requests"] == 6 and counts["completion_connections"] <= 2

@@ -208,6 +208,70 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         await asyncio.sleep(seconds)
 
 
+class _LinearPool(httpcore.AsyncConnectionPool):
+    """httpcore's pool with its assignment pass made linear.
+
+    httpcore 1.0.9 rebuilds a list of every connection for each idle connection it looks at
+    (counting all connections, not the idle ones) and re-filters all connections for each
+    queued request: O(connections²) on every request start and every response close. With one
+    HTTP/1.1 connection per open stream, 200 streams spent ~40% of the portal's CPU there
+    (py-spy, docs/BENCHMARKS.md). Upstream fix: encode/httpcore#1035 (open), merged in the
+    pydantic/httpx2 fork. Same decisions as httpcore's, in one pass each: drop closed
+    connections, close expired ones and idle ones beyond max_keepalive_connections, then give
+    each queued request an available connection (each at most once: this pool speaks HTTP/1.1
+    only), a new one, or an idle one's place.
+    """
+
+    def _assign_requests_to_connections(self) -> list:
+        closing = []
+        kept = []
+        idle = 0
+        for connection in self._connections:
+            if connection.is_closed():
+                continue
+            if connection.has_expired():
+                closing.append(connection)
+                continue
+            if connection.is_idle():
+                if idle >= self._max_keepalive_connections:
+                    closing.append(connection)
+                    continue
+                idle += 1
+            kept.append(connection)
+        self._connections[:] = kept
+
+        queued = [request for request in self._requests if request.is_queued()]
+        if not queued:
+            return closing
+        available = [c for c in self._connections if c.is_available()]
+        idle_connections = [c for c in self._connections if c.is_idle()]
+        reserved = set()  # assigned in this pass: still idle until their request starts
+        for pool_request in queued:
+            origin = pool_request.request.url.origin
+            for index, connection in enumerate(available):
+                if connection.can_handle_request(origin):
+                    del available[index]
+                    reserved.add(connection)
+                    pool_request.assign_to_connection(connection)
+                    break
+            else:
+                if len(self._connections) < self._max_connections:
+                    connection = self.create_connection(origin)
+                    self._connections.append(connection)
+                    pool_request.assign_to_connection(connection)
+                    continue
+                while idle_connections and idle_connections[0] in reserved:
+                    idle_connections.pop(0)
+                if idle_connections:
+                    stale = idle_connections.pop(0)
+                    self._connections.remove(stale)
+                    closing.append(stale)
+                    connection = self.create_connection(origin)
+                    self._connections.append(connection)
+                    pool_request.assign_to_connection(connection)
+        return closing
+
+
 def upstream_transport(limits: httpx.Limits, verify: str | bool = True) -> httpx.AsyncHTTPTransport:
     """httpx's transport, with its connection pool on the asyncio backend above.
 
@@ -221,11 +285,13 @@ def upstream_transport(limits: httpx.Limits, verify: str | bool = True) -> httpx
     else:
         context = httpx.create_ssl_context(verify=verify)
     transport = httpx.AsyncHTTPTransport(verify=context, limits=limits)
-    transport._pool = httpcore.AsyncConnectionPool(
+    transport._pool = _LinearPool(
         ssl_context=context,
         max_connections=limits.max_connections,
         max_keepalive_connections=limits.max_keepalive_connections,
         keepalive_expiry=limits.keepalive_expiry,
         network_backend=AsyncioBackend(),
+        http1=True,
+        http2=False,  # _LinearPool assumes one request per connection at a time
     )
     return transport
