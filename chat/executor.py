@@ -271,10 +271,10 @@ class Generation:
     later subscribes and takes a snapshot in the same step, with no await in between, so it gets
     the text up to `seq` and then exactly the deltas after it: nothing lost, nothing twice.
 
-    Deltas are published at the end of the event loop's current pass, merged: when one network
-    read carried several upstream chunks (a busy process falls behind, or a fast upstream), its
-    readers get one frame instead of several, with no timer and no added wait when idle. `seq`
-    numbers the published deltas.
+    Deltas are coalesced: the first is published at once (time to first token is untouched),
+    later ones at most every PORTAL_RELAY_INTERVAL_MS, merged. A person reading cannot tell 30 ms
+    apart, while each websocket frame costs the process a send; at 50 tokens/s an answer then
+    needs about half the frames. `seq` numbers the published deltas.
     """
 
     def __init__(self, request: ChatRequest, executor: ChatExecutor | None = None):
@@ -283,7 +283,9 @@ class Generation:
         self.seq = 0
         self._text: list[str] = []
         self._pending: list[str] = []
-        self._flush_scheduled = False
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._last_flush = float("-inf")
+        self._interval = settings.PORTAL_RELAY_INTERVAL_MS / 1000
         self._readers: set[asyncio.Queue] = set()
         self._executor = executor or ChatExecutor()
         self._stopping = False
@@ -296,9 +298,9 @@ class Generation:
             async for event in self._executor.stream(request):
                 if isinstance(event, Delta):
                     self._pending.append(event.text)
-                    if not self._flush_scheduled:
-                        self._flush_scheduled = True
-                        loop.call_soon(self._flush)
+                    if self._flush_timer is None:
+                        due = max(self._last_flush + self._interval, loop.time())
+                        self._flush_timer = loop.call_at(due, self._flush)
                     continue
                 self._flush()
                 if isinstance(event, Started):
@@ -315,9 +317,12 @@ class Generation:
             self._publish(_END)
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
         if not self._pending:
             return
+        self._last_flush = asyncio.get_running_loop().time()
         text = "".join(self._pending)
         self._pending.clear()
         self.seq += 1

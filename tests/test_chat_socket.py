@@ -286,3 +286,17 @@ async def test_stop_works_from_another_socket_of_the_owner(alice, open_socket):
     await second.send(type="stop", message=started["message"])
     frames = await first.receive_until("done", "error")
     assert frames[-1]["status"] == "cancelled"
+
+
+@pytest.mark.parametrize("interval_ms, fewest, most", [(30, 5, 20), (0, 25, 60)])
+async def test_a_fast_answer_is_merged_into_fewer_frames_without_losing_a_word(alice, open_socket, settings, interval_ms, fewest, most):
+    settings.PORTAL_RELAY_INTERVAL_MS = interval_ms
+    socket = await open_socket(alice)
+    # 60 one-word chunks over 0.3 s: one every 5 ms.
+    frames = await ask(socket, f"Fast {nonce()} [[emulator tokens=60 rate=200 chunk_tokens=1]]")
+    deltas = [f for f in frames if f["type"] == "delta"]
+    assert fewest <= len(deltas) <= most
+    assert [d["seq"] for d in deltas] == list(range(1, len(deltas) + 1))
+    messages, _, _ = await rows_for(frames[0]["request_id"])
+    assert "".join(d["text"] for d in deltas) == messages[0]["content"]
+    assert len(messages[0]["content"].split()) == 60
