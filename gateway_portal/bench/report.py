@@ -365,10 +365,10 @@ def scenario4(s4: dict) -> list[str]:
         "## Scenario 4 — relay throughput",
         "",
         f"Emulator at full speed: `[[emulator ttft_ms=0 rate=0 tokens={s4['tokens']} chunk_tokens=K]]`, "
-        f"{s4['clients']} clients in a closed loop. The portal coalesces by network read (one delta per read of "
-        "the upstream socket, whatever it holds), so coalescing cannot be switched off; *deltas/compl.* shows "
-        "how much it merged: for the direct path it counts reads that carried content, for the portal the "
-        "`delta` frames. With K = 1 every token is its own SSE event (the worst case); K = 20 is larger chunks.",
+        f"{s4['clients']} clients in a closed loop. The portal sends an answer's first delta at once and merges "
+        "later ones into at most one frame per PORTAL_RELAY_INTERVAL_MS (30 ms here; 0 turns the merging "
+        "off); *deltas/compl.* shows how much it merged: for the direct path it counts reads that carried "
+        "content, for the portal the `delta` frames. With K = 1 every token is its own SSE event (the worst case); K = 20 is larger chunks.",
         "",
         *table(["K (tokens per event)", "path", "tokens/s", "compl/s", "deltas/compl", "CPU µs/token", "cores",
                 "client cores", "emulator cores", "errors"], rows),
