@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from audit.models import AuditEntry, UsageRecord
+from audit.models import AuditEntry, UsageRecord, new_audit_id
 from chat.models import Conversation, Message
 
 
@@ -145,7 +145,21 @@ AUDIT_STATUS = {
 
 
 def do_finish_exchange(exchange: Exchange, outcome: Outcome, *, request_id: str) -> None:
-    """Store the answer's final text and outcome with its audit entry and usage record, atomically."""
+    """Store the answer's final text and outcome with its audit entry and usage record, atomically.
+
+    The seed's audit id (AUD- and 8 hex digits) has 4 billion values, so at a million entries one
+    new id in a few thousand collides; the whole transaction is then tried again with a new id
+    (no savepoint, so the common case costs nothing), rather than losing the answer.
+    """
+    for attempt in range(3):
+        try:
+            return _finish_exchange(exchange, outcome, request_id=request_id, audit_id=new_audit_id())
+        except IntegrityError as exc:
+            if attempt == 2 or "audit_id" not in str(exc):
+                raise
+
+
+def _finish_exchange(exchange: Exchange, outcome: Outcome, *, request_id: str, audit_id: str) -> None:
     now = timezone.now()
     status = AUDIT_STATUS[outcome.status]
     with transaction.atomic():
@@ -160,6 +174,7 @@ def do_finish_exchange(exchange: Exchange, outcome: Outcome, *, request_id: str)
             completed_at=now,
         )
         AuditEntry.objects.create(
+            audit_id=audit_id,
             request_id=request_id,
             user_id=exchange.user_id,
             conversation_id=exchange.conversation_id,

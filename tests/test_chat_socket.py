@@ -4,6 +4,7 @@ import asyncio
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.utils import timezone
 
 from audit.models import AuditEntry, UsageRecord
 from chat.models import Conversation, Message
@@ -146,7 +147,9 @@ async def test_the_concurrency_quota_refuses_one_more_answer_with_a_reason(alice
     socket = await open_socket(alice)
     for _ in range(2):
         await socket.send(**send_frame(f"slow {nonce()} [[emulator tokens=400 rate=100]]"))
-        assert (await socket.receive())["type"] == "started"
+        # The first answer's deltas may already be interleaved with the second "started".
+        frames = await socket.receive_until("started", "error")
+        assert frames[-1]["type"] == "started"
     await socket.send(**send_frame("one too many"))
     frames = await socket.receive_until("error")
     error = frames[-1]
@@ -300,3 +303,20 @@ async def test_a_fast_answer_is_merged_into_fewer_frames_without_losing_a_word(a
     messages, _, _ = await rows_for(frames[0]["request_id"])
     assert "".join(d["text"] for d in deltas) == messages[0]["content"]
     assert len(messages[0]["content"].split()) == 60
+
+
+async def test_an_audit_id_collision_does_not_lose_the_answer(alice, open_socket, monkeypatch):
+    from audit import models as audit_models
+    from chat import actions
+
+    taken = await sync_to_async(lambda: AuditEntry.objects.create(
+        request_id="req-old", user=alice, model_id="gpt-4", status="success", timestamp=timezone.now()
+    ).audit_id)()
+    ids = iter([taken, "AUD-0000beef"])
+    monkeypatch.setattr(actions, "new_audit_id", lambda: next(ids, audit_models.new_audit_id()))
+    socket = await open_socket(alice)
+    frames = await ask(socket, f"Collide {nonce()}")
+    assert frames[-1]["type"] == "done"
+    messages, audits, usages = await rows_for(frames[0]["request_id"])
+    assert messages[0]["status"] == "complete" and len(usages) == 1
+    assert [a["audit_id"] for a in audits] == ["AUD-0000beef"]

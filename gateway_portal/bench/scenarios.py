@@ -16,8 +16,8 @@ from gateway_portal.bench.stats import difference
 
 # Scenario number -> its default sizes (and the --quick ones). What a size is depends on the
 # scenario: clients (1, 2, 4), open sockets (3), reply tokens (5).
-DEFAULT_SIZES = {1: [1, 50, 200], 2: [1, 10, 25, 50, 100, 200], 3: [2000], 4: [8], 5: [10, 1000, 10000]}
-QUICK_SIZES = {1: [1, 5], 2: [1, 5], 3: [50], 4: [2], 5: [10, 1000]}
+DEFAULT_SIZES = {1: [1, 50, 200], 2: [1, 10, 25, 50, 100, 200], 3: [2000], 4: [8], 5: [10, 1000, 10000], 6: [1_000_000]}
+QUICK_SIZES = {1: [1, 5], 2: [1, 5], 3: [50], 4: [2], 5: [10, 1000], 6: [20_000]}
 ALL_SCENARIOS = (1, 2, 3, 4, 5, 6)
 QUICK_SCENARIOS = (1, 2, 3, 4, 5, 6)
 

@@ -20,7 +20,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from gateway_portal import embedded_db
-from gateway_portal.bench import dbcount, report, scenarios
+from gateway_portal.bench import dbcount, pages, report, scenarios
 from gateway_portal.bench.processes import BENCH_DIR, PROJECT_DIR, portal_command, postgres_pid, raise_open_files_limit, start_portal
 from gateway_portal.bench.runner import Watched
 from gateway_portal.bench.sessions import bench_users, delete_sessions, session_keys
@@ -37,8 +37,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--scenarios", default="", help="Comma list of scenarios to run (default: all; 1-6).")
         parser.add_argument("--sizes", default="",
-                            help="Sizes per scenario, e.g. '1=1,50,200;2=1,10,25;3=2000;4=8;5=10,1000,10000' "
-                                 "(clients for 1, 2 and 4; open sockets for 3; reply tokens for 5).")
+                            help="Sizes per scenario, e.g. '1=1,50,200;2=1,10,25;3=2000;4=8;5=10,1000,10000;6=1000000' "
+                                 "(clients for 1, 2 and 4; open sockets for 3; reply tokens for 5; audit rows for 6).")
         parser.add_argument("--duration", type=float, default=None,
                             help="Seconds of each measured window (default 15; 3 with --quick).")
         parser.add_argument("--output", default=str(PROJECT_DIR / "docs" / "BENCHMARKS.md"),
@@ -118,7 +118,8 @@ class Command(BaseCommand):
         results: dict = {}
         steps = {
             1: bench.ttft_overhead, 2: bench.cost_and_saturation, 3: bench.concurrency, 4: bench.relay_throughput,
-            5: lambda: dbcount.measure(emulator_url, user, plan.sizes[5]), 6: lambda: {},
+            5: lambda: dbcount.measure(emulator_url, user, plan.sizes[5]),
+            6: lambda: pages.measure(bench.targets.portal["origin"], plan.sizes[6][-1], 3 if plan.quick else 10, self.say),
         }
         for number in plan.scenarios:
             self.say(f"Scenario {number}: {SCENARIO_NAMES[number]} …")
@@ -186,7 +187,7 @@ def parse_sizes(text: str) -> dict[int, list[int]]:
     for part in filter(None, (p.strip() for p in text.split(";"))):
         scenario, sep, values = part.partition("=")
         if not sep or not scenario.strip().isdigit() or int(scenario) not in scenarios.DEFAULT_SIZES:
-            raise CommandError(f"--sizes: write 'SCENARIO=N,N,…' parts separated by ';' (scenarios 1-5), got {part!r}.")
+            raise CommandError(f"--sizes: write 'SCENARIO=N,N,…' parts separated by ';' (scenarios 1-6), got {part!r}.")
         sizes[int(scenario)] = parse_list(values, "--sizes")
     return sizes
 
