@@ -12,7 +12,6 @@ import ctypes
 import http.client
 import os
 import resource
-import secrets
 import signal
 import socket
 import subprocess
@@ -121,9 +120,8 @@ def machine_busy_seconds() -> float:
 class Portal:
     """`manage.py runportal` in its own process, pointed at the bench's emulator."""
 
-    def __init__(self, proc: subprocess.Popen, port: int, log_path: Path, admin_password: str) -> None:
+    def __init__(self, proc: subprocess.Popen, port: int, log_path: Path) -> None:
         self.proc, self.port, self.log_path = proc, port, log_path
-        self.admin_password = admin_password
         self.url = f"http://127.0.0.1:{port}"
         self.ws_url = f"ws://127.0.0.1:{port}/ws/chat/"
 
@@ -146,20 +144,19 @@ class Portal:
 
 
 def portal_command(port: int, emulator_url: str) -> list[str]:
+    # --no-admin: the person's first runportal, not the bench, creates the admin (and shows its password).
     return [sys.executable, "manage.py", "runportal", "--port", str(port),
-            "--emulator-url", emulator_url, "--keep-database"]
+            "--emulator-url", emulator_url, "--keep-database", "--no-admin"]
 
 
 def start_portal(emulator_url: str, *, startup_timeout: float = 90) -> Portal:
     port = free_port()
     BENCH_DIR.mkdir(exist_ok=True)
     log_path = BENCH_DIR / "portal.log"
-    admin_password = secrets.token_urlsafe(16)
     env = dict(os.environ)
     env.update({
         "DEBUG": "false",  # production settings
         "PORTAL_MAX_CONCURRENT_PER_USER": str(BENCH_QUOTA),
-        "PORTAL_ADMIN_PASSWORD": admin_password,  # no password printed into the log
         "PYTHONUNBUFFERED": "1",
     })
     with open(log_path, "wb") as log:
@@ -167,7 +164,7 @@ def start_portal(emulator_url: str, *, startup_timeout: float = 90) -> Portal:
             portal_command(port, emulator_url), cwd=PROJECT_DIR, env=env, stdin=subprocess.DEVNULL,
             stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
         )
-    portal = Portal(proc, port, log_path, admin_password)
+    portal = Portal(proc, port, log_path)
     try:
         wait_http(portal.url + "/accounts/login/", proc, startup_timeout, what="The portal")
     except BaseException:

@@ -178,7 +178,7 @@ def reproduce_section(info: RunInfo) -> list[str]:
         "",
         f"This run: `{info.command}`",
         "",
-        f"Portal process: `PORTAL_MAX_CONCURRENT_PER_USER={BENCH_QUOTA} PORTAL_ADMIN_PASSWORD=… DEBUG=false "
+        f"Portal process: `PORTAL_MAX_CONCURRENT_PER_USER={BENCH_QUOTA} DEBUG=false "
         f"{info.portal_command}`",
     ]
     for command in info.litellm_commands:

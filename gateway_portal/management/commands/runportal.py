@@ -35,10 +35,14 @@ class Command(BaseCommand):
             "--emulator-url", default="", help="Use an emulator already running at this URL instead of starting one."
         )
         parser.add_argument(
+            "--no-admin", action="store_true",
+            help="Do not create the first admin account (for scripted runs such as the benchmark).",
+        )
+        parser.add_argument(
             "--keep-database", action="store_true", help="Leave the embedded Postgres running on exit."
         )
 
-    def handle(self, *args, host, port, emulator_port, emulator_url, keep_database, **options):
+    def handle(self, *args, host, port, emulator_port, emulator_url, no_admin, keep_database, **options):
         began = _process_start()
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         self.stdout.write(f"Starting Gateway Portal at {url} …")
@@ -51,7 +55,7 @@ class Command(BaseCommand):
             self.say_database()
             call_command("migrate", interactive=False, verbosity=0)
             emulator = self.start_upstream(emulator_port, emulator_url)
-            login = self.ensure_admin()
+            login = "" if no_admin else self.ensure_admin()
             self.serve(host, port, url, began, login)
         except KeyboardInterrupt:
             pass
@@ -118,7 +122,8 @@ class Command(BaseCommand):
         def announce():
             took = time.time() - began
             self.stdout.write(self.style.SUCCESS(f"\nGateway Portal is running at {url}  (ready in {took:.1f} s)"))
-            self.stdout.write(login)
+            if login:
+                self.stdout.write(login)
             self.stdout.write("Press Ctrl-C to stop.\n")
             sys.stdout.flush()
 
