@@ -37,8 +37,5 @@ class ConcurrencyQuota:
         if self._active[user_id] <= 0:
             del self._active[user_id]
 
-    def active(self, user_id: int) -> int:
-        return self._active[user_id]
-
 
 concurrency = ConcurrencyQuota()
