@@ -53,7 +53,9 @@ def load_history(*, user, conversation_id) -> tuple[str, list[dict]]:
     return title, history
 
 
-def do_start_exchange(*, user, conversation_id, title, history, model_id, temperature, max_tokens, request_id) -> Exchange:
+def do_start_exchange(
+    *, user, conversation_id, title, history, model_id, temperature, max_tokens, request_id, worker=""
+) -> Exchange:
     """Store the question (the last of `history`, already validated) and an empty answer."""
     content = history[-1]["content"]
     with transaction.atomic():
@@ -71,6 +73,7 @@ def do_start_exchange(*, user, conversation_id, title, history, model_id, temper
                     status=Message.Status.STREAMING,
                     model_id=model_id,
                     request_id=request_id,
+                    worker=worker,
                 ),
             ]
         )

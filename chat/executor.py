@@ -29,7 +29,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from audit.models import UsageRecord
-from chat import actions, quotas
+from chat import actions, answer_bus, quotas
 from chat.actions import Exchange, Outcome
 from chat.filters import SafetyPipeline
 from chat.models import Message
@@ -97,7 +97,9 @@ class ChatExecutor:
     def __init__(self, client: GenesysClient | None = None):
         self.client = client
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
+    async def stream(self, request: ChatRequest, *, worker: str = "") -> AsyncIterator[Event]:
+        """`worker`: the answer bus channel of the process that serves Stop and follow for this
+        answer (`Generation` passes it; "" when nothing outside this call can reach it)."""
         request_id = "req-" + uuid.uuid4().hex[:20]
         user_id = request.user.pk
         try:
@@ -135,6 +137,7 @@ class ChatExecutor:
                     temperature=request.temperature,
                     max_tokens=request.max_tokens,
                     request_id=request_id,
+                    worker=worker,
                 )
             except BaseException as exc:
                 first.cancel()
@@ -296,7 +299,8 @@ class Generation:
     async def _run(self, request: ChatRequest) -> None:
         loop = asyncio.get_running_loop()
         try:
-            async for event in self._executor.stream(request):
+            worker = await answer_bus.process_channel()
+            async for event in self._executor.stream(request, worker=worker):
                 if isinstance(event, Delta):
                     self._pending.append(event.text)
                     if self._flush_timer is None:
@@ -339,6 +343,9 @@ class Generation:
         self._readers.add(reader)
         return reader
 
+    def unsubscribe(self, reader: asyncio.Queue) -> None:
+        self._readers.discard(reader)
+
     def snapshot(self) -> tuple[int, str]:
         """The answer so far and the seq of its last delta (call right after subscribe())."""
         return self.seq, "".join(self._text)
@@ -348,7 +355,7 @@ class Generation:
             while (event := await reader.get()) is not _END:
                 yield event
         finally:
-            self._readers.discard(reader)
+            self.unsubscribe(reader)
 
     def stop(self) -> None:
         # Once only: a second cancellation could interrupt the storing of the first one's outcome.

@@ -43,6 +43,9 @@ class Message(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
     model_id = models.CharField(max_length=100, blank=True)
     request_id = models.CharField(max_length=64, blank=True, db_index=True)
+    # The channel of the server process generating a streaming answer ("" with one process):
+    # where a socket served by another process sends its Stop and asks to follow (chat/answer_bus.py).
+    worker = models.CharField(max_length=200, blank=True)
     finish_reason = models.CharField(max_length=32, blank=True)
     error_code = models.CharField(max_length=64, blank=True)
     error_detail = models.TextField(blank=True)

@@ -188,8 +188,7 @@ class RunningPortal:
         return self.output
 
 
-@pytest.fixture
-def portal(transactional_db):
+def launch_portal(*args: str, **env: str) -> RunningPortal:
     """`manage.py runportal` in its own process on the test database, with its own emulator."""
     port = _free_port()
     env = {
@@ -198,10 +197,11 @@ def portal(transactional_db):
         "PORTAL_ADMIN_PASSWORD": "admin-password-1",
         "EMULATOR_TTFT_MS": "200",
         "EMULATOR_TOKENS_PER_SECOND": "60",
+        **env,
     }
     env.pop("GENESYS_CLIENT_ID", None)
     process = subprocess.Popen(
-        [sys.executable, "manage.py", "runportal", "--port", str(port)],
+        [sys.executable, "manage.py", "runportal", "--port", str(port), *args],
         cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     running = RunningPortal(process, port)
@@ -218,10 +218,31 @@ def portal(transactional_db):
     if process.poll() is not None or "is running at" not in running.output:
         process.kill()
         pytest.fail("runportal did not start:\n" + running.output)
+    return running
+
+
+@pytest.fixture
+def portal(transactional_db):
+    running = launch_portal()
     try:
         yield running
     finally:
         assert "Gateway Portal stopped." in running.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """The machine's Redis (REDIS_URL, else 127.0.0.1:6379), for the paths with many processes."""
+    import redis
+
+    url = os.environ.get("PORTAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        if os.environ.get("PORTAL_REQUIRE_REDIS"):
+            pytest.fail(f"Redis at {url} is needed for the multi-process tests: {exc}")
+        pytest.skip(f"no Redis at {url} ({exc}); set PORTAL_TEST_REDIS_URL")
+    return url
 
 
 @pytest.fixture(scope="session", autouse=True)

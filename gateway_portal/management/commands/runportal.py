@@ -4,13 +4,21 @@ Starts (or re-attaches to) the embedded Postgres when DATABASE_URL is not set, m
 the upstream emulator on a free loopback port when no Genesys credentials are set, creates the
 first admin account, and serves the portal with Daphne. Ctrl-C or SIGTERM stops every part it
 started.
+
+`--workers N` serves with N Daphne processes on the same port (SO_REUSEPORT: the kernel spreads
+connections over them), one core each. They reach each other's answers through Redis
+(REDIS_URL: channel layer and cache; chat/answer_bus.py), which is why more than one needs it.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import secrets
+import select
 import signal
 import socket
+import subprocess
 import sys
 import time
 
@@ -41,12 +49,22 @@ class Command(BaseCommand):
         parser.add_argument(
             "--keep-database", action="store_true", help="Leave the embedded Postgres running on exit."
         )
+        parser.add_argument(
+            "--workers", type=int, default=settings.PORTAL_WORKERS,
+            help="Server processes on the port (default PORTAL_WORKERS, 1). More than one needs REDIS_URL.",
+        )
+        # Internal: what each of the --workers processes runs (serve only, on a SO_REUSEPORT socket,
+        # and write a byte to this file descriptor once listening).
+        parser.add_argument("--worker-ready-fd", type=int, default=None, help=argparse.SUPPRESS)
 
-    def handle(self, *args, host, port, emulator_port, emulator_url, no_admin, keep_database, **options):
+    def handle(self, *args, host, port, emulator_port, emulator_url, no_admin, keep_database, workers, **options):
+        if options["worker_ready_fd"] is not None:
+            return self.serve_worker(host, port, options["worker_ready_fd"])
         began = _process_start()
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         self.stdout.write(f"Starting Gateway Portal at {url} …")
         emulator = None
+        _check_workers(workers, host)
         _check_port_free(host, port)
         # Until Daphne installs its own handlers, SIGTERM unwinds through `finally` like Ctrl-C,
         # so nothing this command started is left behind.
@@ -56,7 +74,10 @@ class Command(BaseCommand):
             call_command("migrate", interactive=False, verbosity=0)
             emulator = self.start_upstream(emulator_port, emulator_url)
             login = "" if no_admin else self.ensure_admin()
-            self.serve(host, port, url, began, login)
+            if workers > 1:
+                self.run_workers(workers, host, port, url, began, login)
+            else:
+                self.serve(host, port, url, began, login)
         except KeyboardInterrupt:
             pass
         finally:
@@ -111,25 +132,61 @@ class Command(BaseCommand):
             return f"Log in as “{username}” with the password in PORTAL_ADMIN_PASSWORD."
         return f"Log in as “{username}” with password {password}  (shown once: note it now)."
 
+    def announce(self, url, began, login, workers=1):
+        took = time.time() - began
+        served = f", {workers} worker processes" if workers > 1 else ""
+        self.stdout.write(self.style.SUCCESS(f"\nGateway Portal is running at {url}  (ready in {took:.1f} s{served})"))
+        if login:
+            self.stdout.write(login)
+        self.stdout.write("Press Ctrl-C to stop.\n")
+        sys.stdout.flush()
+
     def serve(self, host, port, url, began, login):
         from daphne.endpoints import build_endpoint_description_strings
+
+        # Twisted's default listen backlog is 50: a burst of browsers reconnecting at once (a
+        # deploy, a network blip) would see refused handshakes.
+        endpoints = [e + ":backlog=1024" for e in build_endpoint_description_strings(host=host, port=port)]
+        self.run_daphne(endpoints, lambda: self.announce(url, began, login))
+
+    def serve_worker(self, host, port, ready_fd):
+        """One of --workers: its own listening socket on the shared port, the kernel balancing."""
+        listener = socket.socket(socket.AF_INET)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        listener.bind((host, port))
+        listener.listen(1024)
+
+        def ready():
+            os.write(ready_fd, b"r")
+            os.close(ready_fd)
+
+        try:
+            self.run_daphne([f"fd:fileno={listener.fileno()}"], ready)
+        except KeyboardInterrupt:
+            pass
+
+    def run_workers(self, workers, host, port, url, began, login):
+        """Start the worker processes, restart one that dies, stop them all on Ctrl-C/SIGTERM."""
+        env = {**os.environ, "EMULATOR_URL": settings.EMULATOR_URL}
+        pool = _WorkerPool(workers, host, port, env)
+        try:
+            pool.start_all()
+            self.announce(url, began, login, workers)
+            pool.supervise(self.stderr)
+        finally:
+            pool.stop_all()
+
+    def run_daphne(self, endpoints, on_running):
         from daphne.server import Server
 
         from gateway_portal.asgi import application
 
         from twisted.internet import reactor
 
-        def announce():
-            took = time.time() - began
-            self.stdout.write(self.style.SUCCESS(f"\nGateway Portal is running at {url}  (ready in {took:.1f} s)"))
-            if login:
-                self.stdout.write(login)
-            self.stdout.write("Press Ctrl-C to stop.\n")
-            sys.stdout.flush()
-
         def ready():
             # Announced once the reactor runs, i.e. once Ctrl-C/SIGTERM lead to a clean stop.
-            reactor.callWhenRunning(announce)
+            reactor.callWhenRunning(on_running)
             reactor.addSystemEventTrigger("before", "shutdown", stop_answers)
 
         def stop_answers():
@@ -144,13 +201,92 @@ class Command(BaseCommand):
 
         Server(
             application=application,
-            # Twisted's default listen backlog is 50: a burst of browsers reconnecting at once (a
-            # deploy, a network blip) would see refused handshakes.
-            endpoints=[e + ":backlog=1024" for e in build_endpoint_description_strings(host=host, port=port)],
+            endpoints=endpoints,
             signal_handlers=True,
             verbosity=0,
             ready_callable=ready,
         ).run()
+
+
+class _WorkerPool:
+    READY_TIMEOUT = 60.0
+    # A worker that dies this soon after starting would die again: stop instead of looping.
+    MIN_LIFETIME = 10.0
+
+    def __init__(self, count, host, port, env):
+        self.count, self.host, self.port, self.env = count, host, port, env
+        self.processes: list[tuple[subprocess.Popen, float]] = []
+
+    def start_all(self):
+        # Started together, then waited for together: start-up costs one worker's time, not N.
+        starting = [self.spawn() for _ in range(self.count)]
+        self.processes = [self.wait_ready(*pending) for pending in starting]
+
+    def spawn(self) -> tuple[subprocess.Popen, int]:
+        read_end, write_end = os.pipe()
+        try:
+            process = subprocess.Popen(
+                [sys.executable, sys.argv[0], "runportal", "--host", self.host, "--port", str(self.port),
+                 "--worker-ready-fd", str(write_end)],
+                env=self.env, pass_fds=(write_end,),
+            )
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+        self.processes.append((process, time.monotonic()))  # so stop_all reaches it whatever happens next
+        return process, read_end
+
+    def wait_ready(self, process: subprocess.Popen, read_end: int) -> tuple[subprocess.Popen, float]:
+        try:
+            ready, _, _ = select.select([read_end], [], [], self.READY_TIMEOUT)
+            if not ready or not os.read(read_end, 1):
+                raise CommandError(f"A worker process (pid {process.pid}) did not start; see its errors above.")
+        finally:
+            os.close(read_end)
+        return process, time.monotonic()
+
+    def supervise(self, stderr):
+        while True:
+            time.sleep(0.5)
+            for index, (process, started) in enumerate(self.processes):
+                if process.poll() is None:
+                    continue
+                if time.monotonic() - started < self.MIN_LIFETIME:
+                    raise CommandError(
+                        f"A worker process (pid {process.pid}) exited with status {process.returncode} right after "
+                        "starting; see its errors above."
+                    )
+                stderr.write(f"A worker process (pid {process.pid}) exited with status {process.returncode}; starting another.")
+                replacement, read_end = self.spawn()
+                self.processes[index] = self.processes.pop()  # spawn() appended it: the dead one's place
+                self.processes[index] = self.wait_ready(replacement, read_end)
+
+    def stop_all(self, timeout=20.0):
+        # Each worker stores its answers in flight as cancelled before it exits (stop_answers).
+        for process, _ in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for process, _ in self.processes:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _check_workers(workers, host):
+    if workers < 1:
+        raise CommandError("--workers must be at least 1.")
+    if workers > 1 and not settings.REDIS_URL:
+        raise CommandError(
+            f"--workers {workers} needs REDIS_URL (for example redis://127.0.0.1:6379/0): the worker processes "
+            "reach each other's answers through it. Set it, or run one worker."
+        )
+    if workers > 1 and ":" in host:
+        raise CommandError("--workers above 1 listens on IPv4 addresses only; use --host 0.0.0.0 or an IPv4 address.")
 
 
 def _process_start() -> float:

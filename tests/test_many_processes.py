@@ -1,0 +1,144 @@
+"""Several server processes (REDIS_URL): an answer is followed and stopped from a socket that
+another process serves, and `runportal --workers N` serves one port with N processes.
+
+Two separate `runportal` processes on two ports stand in for two workers behind one port: the
+test then knows which process each socket reaches.
+"""
+
+import asyncio
+import json
+
+import httpx
+import pytest
+import websockets
+from asgiref.sync import sync_to_async
+from django.core.management import CommandError, call_command
+
+from chat.models import Message
+from tests.conftest import launch_portal, nonce, session_cookie_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def two_portals(redis_url):
+    portals = []
+    try:
+        for _ in range(2):
+            portals.append(launch_portal("--no-admin", REDIS_URL=redis_url))
+        yield portals
+    finally:
+        for running in portals:
+            assert "Gateway Portal stopped." in running.stop()
+
+
+def connect(portal, cookie):
+    return websockets.connect(
+        portal.url.replace("http", "ws") + "/ws/chat/",
+        additional_headers={"Cookie": f"sessionid={cookie}", "Origin": portal.url},
+    )
+
+
+async def frames_until_final(ws, timeout=30):
+    frames = []
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = json.loads(await ws.recv())
+            frames.append(frame)
+            if frame["type"] in ("done", "error"):
+                return frames
+
+
+async def test_a_reload_served_by_another_process_gets_the_whole_answer_once(two_portals, alice):
+    first, second = two_portals
+    cookie = await sync_to_async(session_cookie_for)(alice)
+    async with connect(first, cookie) as ws_first:
+        await ws_first.send(json.dumps(
+            {"type": "send", "conversation": None, "content": f"Tell me {nonce()} [[emulator tokens=120 rate=60]]"}
+        ))
+        started = json.loads(await ws_first.recv())
+        assert started["type"] == "started"
+        early = json.loads(await ws_first.recv())
+        assert early["type"] == "delta"
+
+        # The browser reloads; its new socket reaches the other process.
+        async with connect(second, cookie) as ws_second:
+            await ws_second.send(json.dumps({"type": "resume", "message": started["message"]}))
+            frames = await frames_until_final(ws_second)
+        seen_by_first = [early, *await frames_until_final(ws_first)]
+
+    snapshot, *rest = frames
+    assert snapshot["type"] == "snapshot" and snapshot["message"] == started["message"]
+    deltas = [f for f in rest if f["type"] == "delta"]
+    assert all(d["seq"] > snapshot["seq"] for d in deltas)
+    assert [d["seq"] for d in deltas] == list(range(snapshot["seq"] + 1, snapshot["seq"] + 1 + len(deltas)))
+    assert rest[-1]["type"] == "done" and rest[-1]["status"] == "complete"
+    followed_text = snapshot["text"] + "".join(d["text"] for d in deltas)
+    original_text = "".join(f["text"] for f in seen_by_first if f["type"] == "delta")
+    stored = await sync_to_async(Message.objects.get)(pk=started["message"])
+    assert followed_text == original_text == stored.content
+    assert len(stored.content.split()) == 120
+
+
+async def test_stop_from_a_socket_of_another_process_stops_the_answer(two_portals, alice):
+    first, second = two_portals
+    cookie = await sync_to_async(session_cookie_for)(alice)
+    async with connect(first, cookie) as ws_first, connect(second, cookie) as ws_second:
+        await ws_first.send(json.dumps(
+            {"type": "send", "conversation": None, "content": f"Long {nonce()} [[emulator tokens=3000 rate=50]]",
+             "max_tokens": 4096}
+        ))
+        started = json.loads(await ws_first.recv())
+        assert json.loads(await ws_first.recv())["type"] == "delta"
+        await ws_second.send(json.dumps({"type": "stop", "message": started["message"]}))
+        final = (await frames_until_final(ws_first))[-1]
+    assert final["type"] == "done" and final["status"] == "cancelled"
+    stored = await sync_to_async(Message.objects.get)(pk=started["message"])
+    assert stored.status == "cancelled" and 0 < len(stored.content.split()) < 3000
+
+
+async def test_another_user_cannot_follow_or_stop_an_answer_through_the_other_process(two_portals, alice, bob):
+    first, second = two_portals
+    alice_cookie = await sync_to_async(session_cookie_for)(alice)
+    bob_cookie = await sync_to_async(session_cookie_for)(bob)
+    async with connect(first, alice_cookie) as ws_alice, connect(second, bob_cookie) as ws_bob:
+        await ws_alice.send(json.dumps(
+            {"type": "send", "conversation": None, "content": f"Mine {nonce()} [[emulator tokens=150 rate=60]]"}
+        ))
+        started = json.loads(await ws_alice.recv())
+        await ws_bob.send(json.dumps({"type": "resume", "message": started["message"]}))
+        assert json.loads(await ws_bob.recv())["code"] == "not_found"
+        await ws_bob.send(json.dumps({"type": "stop", "message": started["message"]}))
+        assert json.loads(await ws_bob.recv())["code"] == "not_running"
+        final = (await frames_until_final(ws_alice))[-1]
+    assert final["type"] == "done" and final["status"] == "complete"
+
+
+def test_workers_serve_one_port_and_all_stop_together(redis_url, alice):
+    running = launch_portal("--workers", "2", REDIS_URL=redis_url)
+    try:
+        assert "2 worker processes" in running.output
+        cookie = session_cookie_for(alice)
+
+        async def ask_several():
+            async def ask(index):
+                async with connect(running, cookie) as ws:
+                    await ws.send(json.dumps({"type": "send", "conversation": None, "content": f"Q{index} {nonce()}"}))
+                    return (await frames_until_final(ws))[-1]
+
+            return await asyncio.gather(*(ask(i) for i in range(6)))
+
+        finals = asyncio.run(ask_several())
+        assert [f["status"] for f in finals] == ["complete"] * 6
+        with httpx.Client(base_url=running.url) as client:
+            assert client.get("/accounts/login/").status_code == 200
+    finally:
+        output = running.stop()
+    assert "Gateway Portal stopped." in output
+    assert "Traceback" not in output
+
+
+def test_more_than_one_worker_without_redis_is_refused_with_a_reason(settings):
+    settings.REDIS_URL = ""
+    with pytest.raises(CommandError, match="needs REDIS_URL"):
+        call_command("runportal", "--workers", "2", "--port", "1")
