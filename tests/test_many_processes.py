@@ -120,16 +120,26 @@ def test_workers_serve_one_port_and_all_stop_together(redis_url, alice):
         assert "2 worker processes" in running.output
         cookie = session_cookie_for(alice)
 
-        async def ask_several():
-            async def ask(index):
-                async with connect(running, cookie) as ws:
-                    await ws.send(json.dumps({"type": "send", "conversation": None, "content": f"Q{index} {nonce()}"}))
-                    return (await frames_until_final(ws))[-1]
+        async def ask(ws, text):
+            await ws.send(json.dumps({"type": "send", "conversation": None, "content": f"{text} {nonce()}"}))
+            return (await frames_until_final(ws))[-1]
 
-            return await asyncio.gather(*(ask(i) for i in range(6)))
+        async def ask_several():
+            async def ask_once(index):
+                async with connect(running, cookie) as ws:
+                    return await ask(ws, f"Q{index}")
+
+            return await asyncio.gather(*(ask_once(i) for i in range(6)))
+
+        async def ask_after_a_pause():
+            # Longer than the channel layer's blocking read (5 s): the idle socket must stay open.
+            async with connect(running, cookie) as ws:
+                await asyncio.sleep(6.5)
+                return await ask(ws, "Still there?")
 
         finals = asyncio.run(ask_several())
         assert [f["status"] for f in finals] == ["complete"] * 6
+        assert asyncio.run(ask_after_a_pause())["status"] == "complete"
         with httpx.Client(base_url=running.url) as client:
             assert client.get("/accounts/login/").status_code == 200
     finally:

@@ -143,13 +143,14 @@ class Portal:
         stop_process(self.proc, grace=10)
 
 
-def portal_command(port: int, emulator_url: str) -> list[str]:
+def portal_command(port: int, emulator_url: str, workers: int = 1) -> list[str]:
     # --no-admin: the person's first runportal, not the bench, creates the admin (and shows its password).
     return [sys.executable, "manage.py", "runportal", "--port", str(port),
-            "--emulator-url", emulator_url, "--keep-database", "--no-admin"]
+            "--emulator-url", emulator_url, "--keep-database", "--no-admin",
+            *(["--workers", str(workers)] if workers > 1 else [])]
 
 
-def start_portal(emulator_url: str, *, startup_timeout: float = 90) -> Portal:
+def start_portal(emulator_url: str, *, workers: int = 1, startup_timeout: float = 90) -> Portal:
     port = free_port()
     BENCH_DIR.mkdir(exist_ok=True)
     log_path = BENCH_DIR / "portal.log"
@@ -161,7 +162,7 @@ def start_portal(emulator_url: str, *, startup_timeout: float = 90) -> Portal:
     })
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            portal_command(port, emulator_url), cwd=PROJECT_DIR, env=env, stdin=subprocess.DEVNULL,
+            portal_command(port, emulator_url, workers), cwd=PROJECT_DIR, env=env, stdin=subprocess.DEVNULL,
             stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
         )
     portal = Portal(proc, port, log_path)

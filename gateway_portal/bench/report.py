@@ -29,6 +29,7 @@ class RunInfo:
     started: datetime
     finished: datetime | None = None
     portal_command: str = ""
+    portal_workers: int = 1
     litellm_commands: list[str] = field(default_factory=list)
     litellm_version: str = ""
     loadavg_before: str = ""
@@ -178,7 +179,9 @@ def reproduce_section(info: RunInfo) -> list[str]:
         "",
         f"This run: `{info.command}`",
         "",
-        f"Portal process: `PORTAL_MAX_CONCURRENT_PER_USER={BENCH_QUOTA} DEBUG=false "
+        ("Portal processes (runportal and its workers; CPU figures are their sum): " if info.portal_workers > 1
+         else "Portal process: ") +
+        f"`PORTAL_MAX_CONCURRENT_PER_USER={BENCH_QUOTA} DEBUG=false "
         f"{info.portal_command}`",
     ]
     for command in info.litellm_commands:

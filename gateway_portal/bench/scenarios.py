@@ -48,6 +48,7 @@ class Plan:
     duration: float  # seconds of one measured window
     quick: bool
     litellm_workers: list[int] = field(default_factory=list)
+    portal_workers: int = 1  # runportal --workers
 
     @property
     def warmup(self) -> float:

@@ -47,9 +47,21 @@ class Command(BaseCommand):
         parser.add_argument("--litellm", action="store_true",
                             help="Also run scenarios 1 and 2 through LiteLLM's proxy (installed into .bench/litellm-venv).")
         parser.add_argument("--litellm-workers", default="1", help="LiteLLM worker counts to run, e.g. '1,2' (default 1).")
+        parser.add_argument("--workers", type=int, default=1,
+                            help="Portal server processes (runportal --workers; more than one needs REDIS_URL). "
+                                 "Scenarios 3 and 4 measure one process and are left out above 1.")
 
-    def handle(self, *args, scenarios: str, sizes: str, duration, output, quick, litellm, litellm_workers, **options):
+    def handle(self, *args, scenarios: str, sizes: str, duration, output, quick, litellm, litellm_workers, workers, **options):
         plan = make_plan(scenarios, sizes, duration, quick, litellm, litellm_workers)
+        if workers < 1:
+            raise CommandError("--workers must be at least 1.")
+        if workers > 1:
+            if not settings.REDIS_URL:
+                raise CommandError(f"--workers {workers} needs REDIS_URL (e.g. redis://127.0.0.1:6379/0), as runportal does.")
+            if dropped := [n for n in plan.scenarios if n in (3, 4)]:
+                self.say(f"Scenario(s) {', '.join(map(str, dropped))} measure one process: left out with --workers {workers}.")
+                plan.scenarios = [n for n in plan.scenarios if n not in (3, 4)]
+        plan.portal_workers = workers
         info = report.RunInfo(
             command=" ".join(["python", "manage.py", "bench", *sys.argv[2:]]), quick=quick,
             started=datetime.now(timezone.utc), loadavg_before=Path("/proc/loadavg").read_text().strip(),
@@ -82,11 +94,13 @@ class Command(BaseCommand):
             emulator = start_emulator(ttft_ms=0, tokens_per_second=0, reply_tokens=20)
             started.append(emulator)
             self.say(f"Emulator at {emulator.url} (pid {emulator.pid}).")
-            portal = start_portal(emulator.url)
+            portal = start_portal(emulator.url, workers=plan.portal_workers)
             started.append(portal)
-            info.portal_command = " ".join(["python", *portal_command(portal.port, emulator.url)[1:]])
+            info.portal_command = " ".join(["python", *portal_command(portal.port, emulator.url, plan.portal_workers)[1:]])
+            info.portal_workers = plan.portal_workers
             self.say(f"Portal at {portal.url} (pid {portal.pid}), log in {portal.log_path}.")
-            watched = [Watched("portal", portal.pid), Watched("emulator", emulator.pid)]
+            # With --workers the CPU is that of the whole tree: runportal and its worker processes.
+            watched = [Watched("portal", portal.pid, tree=plan.portal_workers > 1), Watched("emulator", emulator.pid)]
             if (pg := postgres_pid()) is not None:
                 watched.append(Watched("postgres", pg, tree=True))
             targets = scenarios.Targets(
