@@ -275,9 +275,10 @@ class Generation:
     the text up to `seq` and then exactly the deltas after it: nothing lost, nothing twice.
 
     Deltas are coalesced: the first is published at once (time to first token is untouched),
-    later ones at most every PORTAL_RELAY_INTERVAL_MS, merged. A person reading cannot tell 30 ms
-    apart, while each websocket frame costs the process a send: at 50 tokens/s an answer needs
-    about a third fewer frames, and a fast upstream one frame per 30 ms instead of one per chunk.
+    later ones at most every PORTAL_RELAY_INTERVAL_MS (50 ms: 20 updates a second, still smooth
+    to the eye), merged. Each websocket frame costs the process a send (a third of its CPU at 50
+    tokens/s, docs/PERFORMANCE.md): at that rate an answer needs 2-3 tokens per frame instead of
+    one, and a fast upstream one frame per 50 ms instead of one per chunk.
     `seq` numbers the published deltas.
     """
 

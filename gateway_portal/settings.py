@@ -180,7 +180,7 @@ PORTAL_MAX_HISTORY_TOKENS = env.int("PORTAL_MAX_HISTORY_TOKENS", default=8000)
 PORTAL_MAX_MESSAGE_CHARS = env.int("PORTAL_MAX_MESSAGE_CHARS", default=32000)
 PORTAL_MAX_CONCURRENT_PER_USER = env.int("PORTAL_MAX_CONCURRENT_PER_USER", default=10)
 # Deltas of one answer are sent at most this often (merged); the first is never delayed.
-PORTAL_RELAY_INTERVAL_MS = env.float("PORTAL_RELAY_INTERVAL_MS", default=30.0)
+PORTAL_RELAY_INTERVAL_MS = env.float("PORTAL_RELAY_INTERVAL_MS", default=50.0)
 # Server processes `runportal` starts on its port; more than one needs REDIS_URL (chat/answer_bus.py).
 PORTAL_WORKERS = env.int("PORTAL_WORKERS", default=1)
 # Safety filters applied to every completion, in order; "list_markers" is opt-in (it breaks markdown).

@@ -13,6 +13,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from django.conf import settings
+
 from gateway_portal.bench.processes import BENCH_QUOTA
 
 TARGETS = {
@@ -377,7 +379,7 @@ def scenario4(s4: dict) -> list[str]:
         "",
         f"Emulator at full speed: `[[emulator ttft_ms=0 rate=0 tokens={s4['tokens']} chunk_tokens=K]]`, "
         f"{s4['clients']} clients in a closed loop. The portal sends an answer's first delta at once and merges "
-        "later ones into at most one frame per PORTAL_RELAY_INTERVAL_MS (30 ms here; 0 turns the merging "
+        f"later ones into at most one frame per PORTAL_RELAY_INTERVAL_MS ({settings.PORTAL_RELAY_INTERVAL_MS:g} ms here; 0 turns the merging "
         "off); *deltas/compl.* shows how much it merged: for the direct path it counts reads that carried "
         "content, for the portal the `delta` frames. With K = 1 every token is its own SSE event (the worst case); K = 20 is larger chunks.",
         "",
