@@ -206,7 +206,7 @@ async def test_more_streams_than_connections_wait_their_turn_and_all_finish(emul
 
     httpx.post(emulator.url + "/_emulator/reset")
     with override_settings(UPSTREAM_MAX_CONNECTIONS=2):
-        genesys._clients.clear()  # a client with the smaller pool for this loop
+        genesys._stream_pools.clear()  # a pool with fewer connections for this loop
         client = GenesysClient()
         results = await asyncio.gather(*(collect(client, f"queue {i} {nonce()} [[emulator tokens=20 rate=200]]") for i in range(6)))
     assert all(finish.finish_reason == "stop" and len(text.split()) == 20 for text, finish in results)

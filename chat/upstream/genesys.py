@@ -3,7 +3,8 @@
 Three parts: `UpstreamTarget` (where to go and with which credentials, from settings),
 `TokenManager` (OAuth2 client credentials, cached in-process and in the shared Django cache,
 refreshed 60 s before expiry) and `GenesysClient.stream_chat()` (one streamed completion with the
-retry policy of DESIGN.md). One `httpx.AsyncClient` is shared per process and event loop.
+retry policy of DESIGN.md). Tokens come over one `httpx.AsyncClient` per process and event loop;
+completion streams over a `StreamPool` (streaming.py: why the hot path does not use httpx).
 
 Retry policy: 429 waits for Retry-After (else backoff); 5xx, refused connections, timeouts and
 streams that break before any text wait with exponential backoff and full jitter; 401 refreshes the
@@ -29,7 +30,7 @@ from django.core.cache import cache
 
 from chat.upstream import errors
 from chat.upstream.sse import SSEDecoder
-from chat.upstream.transport import upstream_transport
+from chat.upstream.streaming import StreamError, StreamPool, StreamTimeout, ssl_context
 
 log = logging.getLogger(__name__)
 
@@ -78,27 +79,43 @@ class UpstreamTarget:
         return f"upstream-token:{digest}"
 
 
-# --- the shared HTTP client ---------------------------------------------------------------------
+# --- the shared HTTP clients --------------------------------------------------------------------
 
+USER_AGENT = "gateway-portal/0.1"
 _clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+_stream_pools: dict[asyncio.AbstractEventLoop, StreamPool] = {}
 
 
 def http_client() -> httpx.AsyncClient:
-    """The process's AsyncClient for the running event loop (tests run one loop per test)."""
+    """The process's AsyncClient (tokens) for the running event loop (tests run one loop per test)."""
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None or client.is_closed:
         for other in [lp for lp in _clients if lp.is_closed()]:
             del _clients[other]
-        limit = settings.UPSTREAM_MAX_CONNECTIONS
-        limits = httpx.Limits(max_connections=limit, max_keepalive_connections=limit, keepalive_expiry=30)
         client = httpx.AsyncClient(
-            transport=upstream_transport(limits, verify=settings.UPSTREAM_TLS_VERIFY),
-            timeout=_timeout(),
-            headers={"User-Agent": "gateway-portal/0.1"},
+            verify=ssl_context(settings.UPSTREAM_TLS_VERIFY), timeout=_timeout(), headers={"User-Agent": USER_AGENT}
         )
         _clients[loop] = client
     return client
+
+
+def stream_pool() -> StreamPool:
+    """The process's connection pool for completion streams, for the running event loop."""
+    loop = asyncio.get_running_loop()
+    pool = _stream_pools.get(loop)
+    if pool is None or pool.closed:
+        for other in [lp for lp in _stream_pools if lp.is_closed()]:
+            del _stream_pools[other]
+        pool = StreamPool(
+            verify=settings.UPSTREAM_TLS_VERIFY,
+            max_connections=settings.UPSTREAM_MAX_CONNECTIONS,
+            keepalive_expiry=30.0,
+            connect_timeout=settings.UPSTREAM_CONNECT_TIMEOUT,
+            read_timeout=settings.UPSTREAM_READ_TIMEOUT,
+        )
+        _stream_pools[loop] = pool
+    return pool
 
 
 def _timeout() -> httpx.Timeout:
@@ -243,50 +260,58 @@ class GenesysClient:
         return random.uniform(ceiling / 2, ceiling)
 
     async def _attempt(self, body: bytes, token: str, request_id: str) -> AsyncIterator[TextBatch | Finish]:
-        """One HTTP exchange; every httpx error is translated here and nowhere else."""
+        """One HTTP exchange; every network error is translated here and nowhere else."""
         headers = {
             "Authorization": f"Bearer {token}",
             "Content-Type": "application/json",
             "Accept": "text/event-stream",
+            "User-Agent": USER_AGENT,
             "X-Request-Id": request_id,
         }
+        url = self.target.completions_url
         try:
-            async with http_client().stream("POST", self.target.completions_url, content=body, headers=headers) as response:
-                if response.status_code != 200:
-                    await response.aread()
-                    _raise_for_status(response)
-                decoder = SSEDecoder()
-                chunks = response.aiter_raw()
-                async for raw in chunks:
-                    finish = None
-                    pieces = []
-                    for data in decoder.feed(raw):
-                        event = _parse_event(data, request_id)
-                        if event is None:
-                            continue
-                        if event is _DONE:
-                            finish = finish or Finish("stop", None)
-                            break
-                        text, finished = event
-                        if text:
-                            pieces.append(text)
-                        if finished is not None:
-                            finish = finished
-                    if pieces:
-                        yield TextBatch("".join(pieces))
-                    if finish is not None:
-                        yield finish
-                        # Read the body to its end (the last chunk, [DONE]) so httpcore returns the
-                        # connection to the pool instead of closing it: no new TCP/TLS handshake
-                        # for the next completion.
-                        async for _ in chunks:
-                            pass
-                        return
-                raise errors.UpstreamUnavailable("The AI service ended the answer early. Please try again.")
-        except httpx.TimeoutException as exc:
+            response = await stream_pool().request("POST", url, headers, body)
+        except StreamTimeout as exc:
             raise errors.UpstreamTimeout() from exc
-        except httpx.TransportError as exc:  # refused, reset, or a half-sent chunked body
+        except StreamError as exc:  # refused, reset, TLS refused, malformed head
+            log.warning("upstream request for %s failed: %s", request_id, exc)
             raise errors.UpstreamUnavailable() from exc
+        try:
+            if response.status != 200:
+                _raise_for_status(response.status, response.headers, await response.read(), url)
+            decoder = SSEDecoder()
+            chunks = response.chunks()
+            async for raw in chunks:
+                finish = None
+                pieces = []
+                for data in decoder.feed(raw):
+                    event = _parse_event(data, request_id)
+                    if event is None:
+                        continue
+                    if event is _DONE:
+                        finish = finish or Finish("stop", None)
+                        break
+                    text, finished = event
+                    if text:
+                        pieces.append(text)
+                    if finished is not None:
+                        finish = finished
+                if pieces:
+                    yield TextBatch("".join(pieces))
+                if finish is not None:
+                    yield finish
+                    # Read the body to its end (the last chunk, [DONE]) so the connection goes back
+                    # to the pool: no new TCP/TLS handshake for the next completion.
+                    async for _ in chunks:
+                        pass
+                    return
+            raise errors.UpstreamUnavailable("The AI service ended the answer early. Please try again.")
+        except StreamTimeout as exc:
+            raise errors.UpstreamTimeout() from exc
+        except StreamError as exc:  # reset, or a half-sent chunked body
+            raise errors.UpstreamUnavailable() from exc
+        finally:
+            response.close()
 
 
 class _TokenRejected(Exception):
@@ -312,11 +337,10 @@ def _parse_event(data: str, request_id: str):
     return text, finish
 
 
-def _raise_for_status(response: httpx.Response):
-    status = response.status_code
+def _raise_for_status(status: int, headers: dict[str, str], body: bytes, url: str):
     upstream_message = ""
     try:
-        upstream_message = str(response.json().get("message", ""))[:300]
+        upstream_message = str(json.loads(body).get("message", ""))[:300]
     except (ValueError, AttributeError):
         pass
     if status == 401:
@@ -331,17 +355,16 @@ def _raise_for_status(response: httpx.Response):
         log.error("upstream answered 403 (scope ai:generation:write / AI Gateway enablement): %s", upstream_message)
         raise errors.UpstreamForbidden(status=403)
     if status == 429:
-        raise errors.UpstreamRateLimited(retry_after=_retry_after(response))
+        raise errors.UpstreamRateLimited(retry_after=_retry_after(headers.get("retry-after")))
     if status == 404:
-        log.error("upstream answered 404 for %s: check GENESYS_API_URL / GENESYS_COMPLETIONS_PATH", response.request.url)
+        log.error("upstream answered 404 for %s: check GENESYS_API_URL / GENESYS_COMPLETIONS_PATH", url)
         raise errors.UpstreamError("The portal's AI service address is misconfigured. Please tell an administrator.", status=404)
     if status >= 500:
         raise errors.UpstreamUnavailable(status=status)
     raise errors.UpstreamError(status=status)
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
+def _retry_after(value: str | None) -> float | None:
     if value is None:
         return None
     try:
