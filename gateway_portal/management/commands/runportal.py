@@ -13,6 +13,7 @@ connections over them), one core each. They reach each other's answers through R
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import secrets
 import select
@@ -199,6 +200,11 @@ class Command(BaseCommand):
 
             return Deferred.fromFuture(asyncio.ensure_future(stop_all()))
 
+        # What start-up built (Django, the URL conf, the app) lives as long as the process: frozen
+        # out of the collector's sight, a full collection no longer walks it. Under load that cut
+        # the longest pauses from 75 to 27 ms (docs/PERFORMANCE.md).
+        gc.collect()
+        gc.freeze()
         Server(
             application=application,
             endpoints=endpoints,
