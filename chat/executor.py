@@ -103,10 +103,14 @@ class ChatExecutor:
         request_id = "req-" + uuid.uuid4().hex[:20]
         user_id = request.user.pk
         try:
-            quotas.concurrency.reserve(user_id)
+            lease = await quotas.concurrency.reserve(user_id)
         except quotas.QuotaExceeded as exc:
             log.info("rejected %s for user %s: %s", request_id, user_id, exc.code)
             yield Failed(None, exc.code, exc.detail, retryable=True)
+            return
+        except Exception:
+            log.exception("could not reserve a quota lease for %s (Redis down?)", request_id)
+            yield Failed(None, "internal_error", "The portal cannot start answers right now. Please try again in a minute.", True)
             return
         try:
             try:
@@ -155,7 +159,10 @@ class ChatExecutor:
             async for event in self._generate(exchange, request_id, upstream, first, began):
                 yield event
         finally:
-            quotas.concurrency.release(user_id)
+            try:
+                await _uninterruptible(lease.release())
+            except Exception:  # the lease then expires on its own (quotas.py)
+                log.exception("could not release the quota lease of %s", request_id)
 
     async def _history(self, request: ChatRequest) -> tuple[str, list[dict]]:
         if request.conversation_id is None:

@@ -114,6 +114,33 @@ async def test_another_user_cannot_follow_or_stop_an_answer_through_the_other_pr
     assert final["type"] == "done" and final["status"] == "complete"
 
 
+async def test_the_concurrency_quota_counts_answers_on_every_process(redis_url, alice):
+    portals = []
+    try:
+        for _ in range(2):
+            portals.append(launch_portal("--no-admin", REDIS_URL=redis_url, PORTAL_MAX_CONCURRENT_PER_USER="1"))
+        first, second = portals
+        cookie = await sync_to_async(session_cookie_for)(alice)
+        async with connect(first, cookie) as ws_first, connect(second, cookie) as ws_second:
+            await ws_first.send(json.dumps(
+                {"type": "send", "conversation": None, "content": f"Long {nonce()} [[emulator tokens=3000 rate=50]]",
+                 "max_tokens": 4096}
+            ))
+            started = json.loads(await ws_first.recv())
+            await ws_second.send(json.dumps({"type": "send", "conversation": None, "content": f"One more {nonce()}"}))
+            refused = json.loads(await ws_second.recv())
+            assert refused["type"] == "error" and refused["code"] == "quota_exceeded"
+
+            await ws_first.send(json.dumps({"type": "stop", "message": started["message"]}))
+            assert (await frames_until_final(ws_first))[-1]["status"] == "cancelled"
+            # The slot is free again, whichever process asks.
+            await ws_second.send(json.dumps({"type": "send", "conversation": None, "content": f"Now {nonce()}"}))
+            assert (await frames_until_final(ws_second))[-1]["status"] == "complete"
+    finally:
+        for running in portals:
+            assert "Gateway Portal stopped." in running.stop()
+
+
 def test_workers_serve_one_port_and_all_stop_together(redis_url, alice):
     running = launch_portal("--workers", "2", REDIS_URL=redis_url)
     try:
