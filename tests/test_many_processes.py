@@ -114,6 +114,30 @@ async def test_another_user_cannot_follow_or_stop_an_answer_through_the_other_pr
     assert final["type"] == "done" and final["status"] == "complete"
 
 
+async def test_following_an_answer_whose_process_died_says_so_instead_of_hanging(redis_url, alice):
+    doomed = launch_portal("--no-admin", REDIS_URL=redis_url)
+    survivor = launch_portal("--no-admin", REDIS_URL=redis_url)
+    try:
+        cookie = await sync_to_async(session_cookie_for)(alice)
+        async with connect(doomed, cookie) as ws_doomed:
+            await ws_doomed.send(json.dumps(
+                {"type": "send", "conversation": None, "content": f"Long {nonce()} [[emulator tokens=3000 rate=50]]",
+                 "max_tokens": 4096}
+            ))
+            started = json.loads(await ws_doomed.recv())
+            assert json.loads(await ws_doomed.recv())["type"] == "delta"
+            doomed.process.kill()  # SIGKILL: no chance to store the answer as cancelled
+            doomed.process.wait()
+        async with connect(survivor, cookie) as ws:
+            await ws.send(json.dumps({"type": "resume", "message": started["message"]}))
+            async with asyncio.timeout(15):
+                answer = json.loads(await ws.recv())
+        assert answer["type"] == "error" and answer["code"] == "not_running" and answer["message"] == started["message"]
+    finally:
+        doomed.process.kill()
+        assert "Gateway Portal stopped." in survivor.stop()
+
+
 async def test_the_concurrency_quota_counts_answers_on_every_process(redis_url, alice):
     portals = []
     try:
