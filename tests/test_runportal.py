@@ -8,7 +8,7 @@ import websockets
 from asgiref.sync import sync_to_async
 
 from chat.models import Message
-from tests.conftest import nonce, session_cookie_for
+from tests.conftest import launch_portal, nonce, session_cookie_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -27,6 +27,13 @@ def test_it_says_where_to_go_first_and_the_admin_can_log_in(portal):
         )
         assert response.status_code == 302 and response.headers["location"] == "/"
         assert client.get("/admin/audit/auditentry/").status_code == 200
+
+
+def test_an_admin_nobody_can_log_in_to_does_not_stop_the_first_admin(django_user_model):
+    # What the benchmark leaves behind (bench-staff has no password).
+    django_user_model.objects.create(username=f"bench-staff-{nonce()}", is_staff=True, is_superuser=True)
+    output = launch_portal().stop()
+    assert "Log in as “admin” with the password in PORTAL_ADMIN_PASSWORD." in output
 
 
 async def test_sigterm_mid_answer_stores_the_partial_answer_as_cancelled(portal, alice):

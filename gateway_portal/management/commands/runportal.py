@@ -124,7 +124,10 @@ class Command(BaseCommand):
 
     def ensure_admin(self) -> str:
         User = get_user_model()
-        if User.objects.filter(is_superuser=True).exists():
+        # Only an account someone can log in to counts: the benchmark's staff user, for one, has no
+        # password, and must not stop the first admin from being created.
+        usable = User.objects.filter(is_superuser=True, is_active=True).exclude(password="").exclude(password__startswith="!")
+        if usable.exists():
             return "Log in with your admin account (create more with: python manage.py createsuperuser)."
         username = settings.PORTAL_ADMIN_USERNAME
         password = settings.PORTAL_ADMIN_PASSWORD or secrets.token_urlsafe(12)
