@@ -77,15 +77,17 @@ class RedisConcurrencyQuota:
         self._clients: dict[asyncio.AbstractEventLoop, object] = {}
 
     def _client(self):
+        """(client, reserve script) for the running event loop; the script runs by its SHA."""
         import redis.asyncio
 
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
+        pair = self._clients.get(loop)
+        if pair is None:
             for other in [lp for lp in self._clients if lp.is_closed()]:
                 del self._clients[other]
-            client = self._clients[loop] = redis.asyncio.Redis.from_url(self._url)
-        return client
+            client = redis.asyncio.Redis.from_url(self._url)
+            pair = self._clients[loop] = (client, client.register_script(_RESERVE))
+        return pair
 
     @staticmethod
     def _key(user_id: int) -> str:
@@ -95,15 +97,15 @@ class RedisConcurrencyQuota:
         limit = settings.PORTAL_MAX_CONCURRENT_PER_USER
         lease = uuid.uuid4().hex
         now = time.time()
-        taken = await self._client().eval(
-            _RESERVE, 1, self._key(user_id), now, limit, now + self.LEASE_SECONDS, lease, self.LEASE_SECONDS
-        )
+        _, reserve = self._client()
+        taken = await reserve(keys=[self._key(user_id)], args=[now, limit, now + self.LEASE_SECONDS, lease, self.LEASE_SECONDS])
         if not taken:
             raise _refusal(limit)
         return lease
 
     async def release(self, user_id: int, lease: str) -> None:
-        await self._client().zrem(self._key(user_id), lease)
+        client, _ = self._client()
+        await client.zrem(self._key(user_id), lease)
 
 
 @dataclass

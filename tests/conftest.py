@@ -232,12 +232,15 @@ def portal(transactional_db):
 
 @pytest.fixture(scope="session")
 def redis_url():
-    """The machine's Redis (REDIS_URL, else 127.0.0.1:6379), for the paths with many processes."""
+    """The machine's Redis (PORTAL_TEST_REDIS_URL, else database 14 of 127.0.0.1:6379), for the
+    paths with many processes. That database is the tests' own: emptied at the start, so quota
+    leases left by an earlier run's killed process (they live an hour) cannot refuse this run's
+    users, whose ids start again from 1."""
     import redis
 
     url = os.environ.get("PORTAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
     try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+        redis.Redis.from_url(url, socket_connect_timeout=1).flushdb()
     except redis.RedisError as exc:
         if os.environ.get("PORTAL_REQUIRE_REDIS"):
             pytest.fail(f"Redis at {url} is needed for the multi-process tests: {exc}")
