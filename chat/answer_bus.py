@@ -124,20 +124,30 @@ def _handle(layer, message: dict, forwards: dict) -> None:
         if not mine:
             _spawn(layer.send(reply_to, {"type": "answer.gone", "message": message_id}))
             return
+        key = (reply_to, message_id)
+        earlier = forwards.pop(key, None)
+        if earlier is not None:  # the same socket asked again: one forward, from a new snapshot
+            earlier.cancel()
         reader = generation.subscribe()
         seq, text = generation.snapshot()
-        key = (reply_to, message_id)
-        task = _spawn(_forward(layer, generation, reader, reply_to, snapshot_frame(message_id, seq, text)))
+        task = _spawn(_forward(layer, generation, reader, reply_to, snapshot_frame(message_id, seq, text), earlier))
         forwards[key] = task
-        task.add_done_callback(lambda _, key=key: forwards.pop(key, None))
+        task.add_done_callback(lambda done, key=key: forwards.get(key) is done and forwards.pop(key))
 
 
-async def _forward(layer, generation, reader, reply_to: str, first: dict) -> None:
+async def _forward(layer, generation, reader, reply_to: str, first: dict, earlier: asyncio.Task | None) -> None:
     from chat.frames import frame_for
 
+    this_task = asyncio.current_task()
     try:
+        if earlier is not None:
+            await asyncio.wait([earlier])  # its last send goes out before this snapshot
         await layer.send(reply_to, {"type": "answer.frame", "frame": first})
         async for event in generation.events(reader):
+            if this_task.cancelling():
+                # Replaced or unfollowed while a send was in flight: the Redis client can absorb
+                # the CancelledError there (the send completes), the request stays counted.
+                return
             await layer.send(reply_to, {"type": "answer.frame", "frame": frame_for(event)})
     except ChannelFull:
         log.info("stopped forwarding answer %s: nobody reads %s any more", first["message"], reply_to)

@@ -124,7 +124,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_final(message)
         elif await answer_bus.follow(message.worker, message_id=message_id, user_id=self.user.pk, reply_to=self.channel_name):
             # Another process generates it: it sends the snapshot and the rest (answer_frame below).
+            # A repeated resume restarts the forwarding there; only the newest timer counts.
             self.remote[message_id] = message.worker
+            if (earlier := self.follow_timers.pop(message_id, None)) is not None:
+                earlier.cancel()
             self.follow_timers[message_id] = asyncio.get_running_loop().call_later(
                 answer_bus.FOLLOW_TIMEOUT, lambda: asyncio.ensure_future(self.answer_gone({"message": message_id}))
             )

@@ -178,8 +178,14 @@ class ChatExecutor:
         failure: errors.UpstreamError | None = None
         cancelled = False
         first_token_at = None
+        this_task = asyncio.current_task()
         try:
             async for event in _chain(first, upstream):
+                if this_task is not None and this_task.cancelling():
+                    # A Stop that arrived while the upstream call sat in a sync_to_async call (the
+                    # token cache) was swallowed there: asgiref waits for the thread and returns
+                    # its result instead of raising. The request to cancel is still counted.
+                    raise asyncio.CancelledError
                 if isinstance(event, TextBatch):
                     if first_token_at is None:
                         first_token_at = time.monotonic()
