@@ -94,7 +94,12 @@ def http_client() -> httpx.AsyncClient:
         for other in [lp for lp in _clients if lp.is_closed()]:
             del _clients[other]
         client = httpx.AsyncClient(
-            verify=ssl_context(settings.UPSTREAM_TLS_VERIFY), timeout=_timeout(), headers={"User-Agent": USER_AGENT}
+            verify=ssl_context(settings.UPSTREAM_TLS_VERIFY),
+            timeout=_timeout(),
+            headers={"User-Agent": USER_AGENT},
+            # Completion streams (streaming.py) connect directly; the token request does too, so a
+            # proxy-only network fails at the first step, not after a token was issued.
+            trust_env=False,
         )
         _clients[loop] = client
     return client
