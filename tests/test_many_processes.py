@@ -40,6 +40,15 @@ def connect(portal, cookie):
     )
 
 
+async def start_long_answer(ws) -> dict:
+    """Ask for a minute-long answer (3,000 tokens at 50/s) and return its "started" frame."""
+    await ws.send(json.dumps(
+        {"type": "send", "conversation": None, "content": f"Long {nonce()} [[emulator tokens=3000 rate=50]]",
+         "max_tokens": 4096}
+    ))
+    return json.loads(await ws.recv())
+
+
 async def frames_until_final(ws, timeout=30):
     frames = []
     async with asyncio.timeout(timeout):
@@ -95,11 +104,7 @@ async def test_stop_from_a_socket_of_another_process_stops_the_answer(two_portal
     first, second = two_portals
     cookie = await sync_to_async(session_cookie_for)(alice)
     async with connect(first, cookie) as ws_first, connect(second, cookie) as ws_second:
-        await ws_first.send(json.dumps(
-            {"type": "send", "conversation": None, "content": f"Long {nonce()} [[emulator tokens=3000 rate=50]]",
-             "max_tokens": 4096}
-        ))
-        started = json.loads(await ws_first.recv())
+        started = await start_long_answer(ws_first)
         assert json.loads(await ws_first.recv())["type"] == "delta"
         await ws_second.send(json.dumps({"type": "stop", "message": started["message"]}))
         final = (await frames_until_final(ws_first))[-1]
@@ -131,11 +136,7 @@ async def test_following_an_answer_whose_process_died_says_so_instead_of_hanging
     try:
         cookie = await sync_to_async(session_cookie_for)(alice)
         async with connect(doomed, cookie) as ws_doomed:
-            await ws_doomed.send(json.dumps(
-                {"type": "send", "conversation": None, "content": f"Long {nonce()} [[emulator tokens=3000 rate=50]]",
-                 "max_tokens": 4096}
-            ))
-            started = json.loads(await ws_doomed.recv())
+            started = await start_long_answer(ws_doomed)
             assert json.loads(await ws_doomed.recv())["type"] == "delta"
             doomed.process.kill()  # SIGKILL: no chance to store the answer as cancelled
             doomed.process.wait()
@@ -157,11 +158,7 @@ async def test_the_concurrency_quota_counts_answers_on_every_process(redis_url, 
         first, second = portals
         cookie = await sync_to_async(session_cookie_for)(alice)
         async with connect(first, cookie) as ws_first, connect(second, cookie) as ws_second:
-            await ws_first.send(json.dumps(
-                {"type": "send", "conversation": None, "content": f"Long {nonce()} [[emulator tokens=3000 rate=50]]",
-                 "max_tokens": 4096}
-            ))
-            started = json.loads(await ws_first.recv())
+            started = await start_long_answer(ws_first)
             await ws_second.send(json.dumps({"type": "send", "conversation": None, "content": f"One more {nonce()}"}))
             refused = json.loads(await ws_second.recv())
             assert refused["type"] == "error" and refused["code"] == "quota_exceeded"

@@ -109,7 +109,7 @@ def stream_pool() -> StreamPool:
     """The process's connection pool for completion streams, for the running event loop."""
     loop = asyncio.get_running_loop()
     pool = _stream_pools.get(loop)
-    if pool is None or pool.closed:
+    if pool is None:
         for other in [lp for lp in _stream_pools if lp.is_closed()]:
             del _stream_pools[other]
         pool = StreamPool(

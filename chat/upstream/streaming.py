@@ -204,7 +204,6 @@ class StreamPool:
         self._keepalive_expiry = keepalive_expiry
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
-        self.closed = False
 
     async def request(self, method: str, url: str, headers: dict[str, str], body: bytes) -> StreamResponse:
         """Send the request and wait for the response head; the body is read from the response."""
@@ -273,18 +272,11 @@ class StreamPool:
     def _release(self, connection: _Connection) -> None:
         self._slots.release()
         idle = self._idle.setdefault(connection.key, [])
-        if connection.reusable() and not self.closed and len(idle) < self._max_idle:
+        if connection.reusable() and len(idle) < self._max_idle:
             connection.idle_since = time.monotonic()
             idle.append(connection)
         else:
             connection.close()  # mid-body (a stopped answer) or not keep-alive: cannot be reused
-
-    def close(self) -> None:
-        self.closed = True
-        for idle in self._idle.values():
-            for connection in idle:
-                connection.close()
-        self._idle.clear()
 
 
 def _request_head(method: str, target: urllib.parse.SplitResult, headers: dict[str, str], length: int) -> bytes:
