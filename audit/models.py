@@ -10,7 +10,9 @@ def new_audit_id() -> str:
     return "AUD-" + secrets.token_hex(4)
 
 
-class Outcome(models.TextChoices):
+class Status(models.TextChoices):
+    """How a completion ended, in the audit trail and usage records."""
+
     SUCCESS = "success"
     ERROR = "error"
     CANCELLED = "cancelled"
@@ -26,7 +28,7 @@ class AuditEntry(models.Model):
     conversation = models.ForeignKey("chat.Conversation", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     message = models.ForeignKey("chat.Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     model_id = models.CharField(max_length=100)
-    status = models.CharField(max_length=16, choices=Outcome.choices)
+    status = models.CharField(max_length=16, choices=Status.choices)
     error_code = models.CharField(max_length=64, blank=True)
     safety_filtered = models.BooleanField(default=False)
     filters = models.JSONField(default=list, blank=True)
@@ -52,7 +54,7 @@ class UsageRecord(models.Model):
     request_id = models.CharField(max_length=64, db_index=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     model_id = models.CharField(max_length=100)
-    status = models.CharField(max_length=16, choices=Outcome.choices)
+    status = models.CharField(max_length=16, choices=Status.choices)
     latency_ms = models.PositiveIntegerField()
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     input_tokens = models.PositiveIntegerField(default=0)

@@ -1,15 +1,15 @@
 """Reaching an answer that another server process is generating.
 
-An answer belongs to the process that runs it (`Generation` in chat/executor.py). With several
+An answer belongs to the process that runs it (`Generation` in chat/generations.py). With several
 processes (REDIS_URL and `runportal --workers N`) a browser may reconnect to another one, and its
 Stop may arrive there. So each process listens on a channel of its own in the channel layer,
-stored with every answer it starts (`Message.worker`), and the others send it:
+stored with every answer it starts (`Message.process_channel`), and the others send it:
 
     answer.follow {message, user, reply_to}  the owner subscribes a reader and takes the snapshot
         in the same step (nothing lost, nothing twice), then forwards the snapshot frame and every
         later frame, in order, to reply_to (the asking socket's channel); or answers answer.gone
     answer.unfollow {reply_to}               that socket went away: stop forwarding to it
-    answer.stop {message, user}              Stop, if that user owns the answer
+    answer.stop {message, user}              Stop, if that user may (chat/access.py)
 
 With the default in-memory channel layer there is one process, everything is local and no
 listener runs.
@@ -22,6 +22,9 @@ import logging
 
 from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer, get_channel_layer
+
+from chat import generations
+from chat.frames import frame_for, snapshot_frame
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,7 @@ def shared_layer():
 
 
 async def process_channel() -> str:
-    """This process's channel for answers ("" with one process); starts its listener on first use."""
+    """This process's channel-layer channel for answers ("" with one process); starts its listener on first use."""
     loop = asyncio.get_running_loop()
     future = _channels.get(loop)
     if future is None:
@@ -55,27 +58,27 @@ async def process_channel() -> str:
     return await future
 
 
-async def follow(worker: str, *, message_id: int, user_id: int, reply_to: str) -> bool:
+async def follow(owner_channel: str, *, message_id: int, user_id: int, reply_to: str) -> bool:
     """Ask the process generating an answer to forward it to `reply_to`; False if none can be asked."""
     layer = shared_layer()
-    if layer is None or not worker or worker == await process_channel():
+    if layer is None or not owner_channel or owner_channel == await process_channel():
         return False
-    await layer.send(worker, {"type": "answer.follow", "message": message_id, "user": user_id, "reply_to": reply_to})
+    await layer.send(owner_channel, {"type": "answer.follow", "message": message_id, "user": user_id, "reply_to": reply_to})
     return True
 
 
-async def unfollow(worker: str, *, reply_to: str) -> None:
+async def unfollow(owner_channel: str, *, reply_to: str) -> None:
     layer = shared_layer()
-    if layer is not None and worker:
-        await layer.send(worker, {"type": "answer.unfollow", "reply_to": reply_to})
+    if layer is not None and owner_channel:
+        await layer.send(owner_channel, {"type": "answer.unfollow", "reply_to": reply_to})
 
 
-async def stop(worker: str, *, message_id: int, user_id: int) -> bool:
+async def stop(owner_channel: str, *, message_id: int, user_id: int) -> bool:
     """Send Stop to the process generating an answer; False if none can be asked."""
     layer = shared_layer()
-    if layer is None or not worker or worker == await process_channel():
+    if layer is None or not owner_channel or owner_channel == await process_channel():
         return False
-    await layer.send(worker, {"type": "answer.stop", "message": message_id, "user": user_id})
+    await layer.send(owner_channel, {"type": "answer.stop", "message": message_id, "user": user_id})
     return True
 
 
@@ -104,24 +107,19 @@ async def _listen(layer, name: str) -> None:
 
 
 def _handle(layer, message: dict, forwards: dict) -> None:
-    # Imported here: the executor imports this module.
-    from chat.executor import running
-    from chat.frames import snapshot_frame
-
     kind = message.get("type")
     if kind == "answer.unfollow":
         for key in [key for key in forwards if key[0] == message["reply_to"]]:
             forwards.pop(key).cancel()
         return
     message_id, user_id = message["message"], message["user"]
-    generation = running.get(message_id)
-    mine = generation is not None and generation.user_id == user_id
+    generation = generations.find(message_id, user_id)
     if kind == "answer.stop":
-        if mine:
+        if generation is not None:
             generation.stop()
     elif kind == "answer.follow":
         reply_to = message["reply_to"]
-        if not mine:
+        if generation is None:
             _spawn(layer.send(reply_to, {"type": "answer.gone", "message": message_id}))
             return
         key = (reply_to, message_id)
@@ -136,8 +134,6 @@ def _handle(layer, message: dict, forwards: dict) -> None:
 
 
 async def _forward(layer, generation, reader, reply_to: str, first: dict, earlier: asyncio.Task | None) -> None:
-    from chat.frames import frame_for
-
     this_task = asyncio.current_task()
     try:
         if earlier is not None:

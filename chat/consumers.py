@@ -14,19 +14,17 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from chat import answer_bus
-from chat import executor as chat_executor
-from chat.executor import ChatRequest, Generation
-from chat.frames import error_frame, frame_for, snapshot_frame
+from chat import access, answer_bus, generations
+from chat.actions import ConversationTranscript
+from chat.completion import BROWSER, CompletionRequest
+from chat.errors import BadFrame
+from chat.frames import error_frame, frame_for, snapshot_frame, stored_final_frame
+from chat.generations import Generation
 from chat.models import Message
 
 log = logging.getLogger(__name__)
 
 UNAUTHENTICATED_CLOSE_CODE = 4401
-
-
-class BadFrame(Exception):
-    pass
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -49,8 +47,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             relay.cancel()
         for timer in getattr(self, "follow_timers", {}).values():
             timer.cancel()
-        for worker in set(getattr(self, "remote", {}).values()):
-            await answer_bus.unfollow(worker, reply_to=self.channel_name)
+        for owner_channel in set(getattr(self, "remote", {}).values()):
+            await answer_bus.unfollow(owner_channel, reply_to=self.channel_name)
 
     async def receive(self, text_data=None, bytes_data=None):
         try:
@@ -62,7 +60,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             else:
                 await self.stop(frame)
         except BadFrame as exc:
-            await self.send_frame(error_frame("bad_frame", str(exc)))
+            await self.send_frame(error_frame(exc.code, exc.detail))
 
     def parse(self, text_data) -> dict:
         if text_data is None:
@@ -96,22 +94,23 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def start(self, frame: dict):
         max_tokens = frame.get("max_tokens", settings.PORTAL_DEFAULT_MAX_TOKENS)
-        request = ChatRequest(
+        request = CompletionRequest(
             user=self.user,
-            conversation_id=frame.get("conversation"),
-            content=frame["content"],
+            messages=[{"role": "user", "content": frame["content"]}],
             model_id=frame.get("model", settings.PORTAL_DEFAULT_MODEL),
             temperature=frame.get("temperature", settings.PORTAL_DEFAULT_TEMPERATURE),
             max_tokens=int(max_tokens) if isinstance(max_tokens, float) and max_tokens.is_integer() else max_tokens,
+            client=BROWSER,
         )
-        generation = Generation(request)
+        transcript = ConversationTranscript(frame.get("conversation"), process_channel=await answer_bus.process_channel())
+        generation = Generation(request, transcript)
         self.follow(generation, generation.first_reader)
 
     async def resume(self, frame: dict):
         """Follow an answer again after a reconnect or reload: the text so far, then live deltas."""
         message_id = frame["message"]
-        generation = chat_executor.running.get(message_id)
-        if generation is not None and generation.user_id == self.user.pk:
+        generation = generations.find(message_id, self.user.pk)
+        if generation is not None:
             reader = generation.subscribe()
             seq, text = generation.snapshot()
             await self.send_frame(snapshot_frame(message_id, seq, text))
@@ -122,10 +121,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_frame(error_frame("not_found", "That answer does not exist or is not yours.", message=message_id))
         elif message.status != Message.Status.STREAMING:
             await self.send_final(message)
-        elif await answer_bus.follow(message.worker, message_id=message_id, user_id=self.user.pk, reply_to=self.channel_name):
+        elif await answer_bus.follow(message.process_channel, message_id=message_id, user_id=self.user.pk, reply_to=self.channel_name):
             # Another process generates it: it sends the snapshot and the rest (answer_frame below).
             # A repeated resume restarts the forwarding there; only the newest timer counts.
-            self.remote[message_id] = message.worker
+            self.remote[message_id] = message.process_channel
             if (earlier := self.follow_timers.pop(message_id, None)) is not None:
                 earlier.cancel()
             self.follow_timers[message_id] = asyncio.get_running_loop().call_later(
@@ -158,9 +157,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_not_running(message_id)
 
     async def send_final(self, message: Message):
-        final = frame_for(chat_executor.outcome_event(message))
-        final["content"] = message.content
-        await self.send_frame(final)
+        await self.send_frame(stored_final_frame(message.to_dict()))
 
     async def send_not_running(self, message_id: int):
         # The process that generated it stopped without storing an outcome.
@@ -174,7 +171,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     @database_sync_to_async
     def stored_answer(self, message_id):
-        return Message.objects.filter(pk=message_id, role=Message.Role.ASSISTANT, conversation__user=self.user).first()
+        return access.answers_visible_to(self.user).filter(pk=message_id).first()
 
     def follow(self, generation: Generation, reader):
         relay = asyncio.create_task(self.relay(generation, reader))
@@ -187,13 +184,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def stop(self, frame: dict):
         message_id = frame["message"]
-        generation = chat_executor.running.get(message_id)
-        if generation is not None and generation.user_id == self.user.pk:
+        generation = generations.find(message_id, self.user.pk)
+        if generation is not None:
             generation.stop()
             return
         message = await self.stored_answer(message_id)
         if message is not None and message.status == Message.Status.STREAMING:
-            if await answer_bus.stop(message.worker, message_id=message_id, user_id=self.user.pk):
+            if await answer_bus.stop(message.process_channel, message_id=message_id, user_id=self.user.pk):
                 return
         # Finished already, never existed, or not yours: all look the same from outside.
         await self.send_frame(error_frame("not_running", "That answer is not being generated any more.", message=message_id))

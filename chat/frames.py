@@ -1,12 +1,13 @@
 """The server's websocket frames, built from executor events (README.md, "Websocket protocol").
 
 Shared by the consumer and by the answer bus, which forwards frames to a socket served by
-another process.
+another process. The facts of a finished answer are named once, by `Outcome.to_dict()`
+(chat/completion.py), for the live frames and for a stored answer (`Message.to_dict()`).
 """
 
 from __future__ import annotations
 
-from chat.executor import Delta, Done, Failed, Started
+from chat.completion import ERROR, Delta, Done, Failed, Started
 
 
 def frame_for(event) -> dict:
@@ -22,19 +23,12 @@ def frame_for(event) -> dict:
             "title": event.title,
         }
     if isinstance(event, Done):
-        return {
-            "type": "done",
-            "message": event.message_id,
-            "status": event.status,
-            "finish_reason": event.finish_reason,
-            "model": event.model_id,
-            "usage": event.usage,
-            "latency_ms": event.latency_ms,
-            "ttft_ms": event.ttft_ms,
-            "filters": event.filters,
-        }
+        return {"type": "done", "message": event.message_id, **event.outcome.to_dict()}
     if isinstance(event, Failed):
-        return error_frame(event.code, event.detail, event.retryable, message=event.message_id, retry_after=event.retry_after)
+        frame = error_frame(event.code, event.detail, event.retryable, message=event.message_id, retry_after=event.retry_after)
+        if event.outcome is not None:
+            frame = {**event.outcome.to_dict(), **frame}
+        return frame
     raise TypeError(f"unknown event {event!r}")
 
 
@@ -43,6 +37,15 @@ def error_frame(code, detail, retryable=False, *, message=None, retry_after=None
     if retry_after is not None:
         frame["retry_after"] = retry_after
     return frame
+
+
+def stored_final_frame(answer: dict) -> dict:
+    """The last frame of an answer that has already ended, from `Message.to_dict()`, with its text
+    (a reader who arrives after the end has seen none of it)."""
+    facts = dict(answer)
+    message_id = facts.pop("id")
+    facts.pop("role", None)
+    return {"type": "error" if facts["status"] == ERROR else "done", "message": message_id, **facts}
 
 
 def snapshot_frame(message_id: int, seq: int, text: str) -> dict:

@@ -2,6 +2,8 @@ from django.conf import settings
 from django.db import models
 from django.urls import reverse
 
+from chat.completion import Outcome
+
 
 class Conversation(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
@@ -43,15 +45,19 @@ class Message(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
     model_id = models.CharField(max_length=100, blank=True)
     request_id = models.CharField(max_length=64, blank=True, db_index=True)
-    # The channel of the server process generating a streaming answer ("" with one process):
-    # where a socket served by another process sends its Stop and asks to follow (chat/answer_bus.py).
-    worker = models.CharField(max_length=200, blank=True)
+    # The channel-layer channel of the server process generating a streaming answer ("" with one
+    # process): where a socket served by another process sends its Stop and asks to follow
+    # (chat/answer_bus.py).
+    process_channel = models.CharField(max_length=200, blank=True)
     finish_reason = models.CharField(max_length=32, blank=True)
     error_code = models.CharField(max_length=64, blank=True)
     error_detail = models.TextField(blank=True)
+    # Whether pressing Retry later can help (chat/errors.py): the page shows the button for it.
+    error_retryable = models.BooleanField(default=False)
     # What the safety filters changed, e.g. [{"filter": "think_blocks", "count": 1}]: shown under the answer.
     filters = models.JSONField(default=list, blank=True)
-    # input/output tokens, ttft_ms, latency_ms of an assistant message: shown under the answer.
+    # An assistant message's {"usage": {input_tokens, output_tokens, source}, latency_ms, ttft_ms}
+    # (Outcome.stats()): shown under the answer.
     stats = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     completed_at = models.DateTimeField(null=True, blank=True)
@@ -61,3 +67,30 @@ class Message(models.Model):
 
     def __str__(self):
         return f"{self.role}: {self.content[:60]}"
+
+    def outcome(self) -> Outcome:
+        """How this answer ended, as stored."""
+        stats = self.stats or {}
+        usage = stats.get("usage") or {}
+        return Outcome(
+            status=self.status,
+            text=self.content,
+            model_id=self.model_id,
+            finish_reason=self.finish_reason,
+            error_code=self.error_code,
+            error_detail=self.error_detail,
+            retryable=self.error_retryable,
+            filters=self.filters,
+            input_tokens=usage.get("input_tokens", 0),
+            output_tokens=usage.get("output_tokens", 0),
+            token_source=usage.get("source", Outcome.token_source),
+            latency_ms=stats.get("latency_ms", 0),
+            ttft_ms=stats.get("ttft_ms"),
+        )
+
+    def to_dict(self) -> dict:
+        """The message for the chat page's payload and for a reader who comes after its end: the
+        same facts, under the same names, as the live `done` and `error` frames."""
+        if self.role != self.Role.ASSISTANT:
+            return {"id": self.pk, "role": self.role, "content": self.content, "status": self.status}
+        return {"id": self.pk, "role": self.role, "content": self.content, **self.outcome().to_dict()}

@@ -1,6 +1,6 @@
 """Quotas a completion must fit in before it reaches the upstream.
 
-The concurrency quota (PORTAL_MAX_CONCURRENT_PER_USER answers streaming at once per person) is a
+The concurrency quota (`concurrency_limit()` answers streaming at once per person) is a
 lease: `reserve()` returns one, and the executor always gives it back with `release()` in
 `finally`. With one server process the leases are counted in memory. With several (REDIS_URL,
 `runportal --workers N`) they are counted in Redis, so the limit is per person, not per process;
@@ -18,13 +18,13 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from chat.errors import QuotaExceeded
 
-class QuotaExceeded(Exception):
-    code = "quota_exceeded"
 
-    def __init__(self, detail: str):
-        super().__init__(detail)
-        self.detail = detail
+def concurrency_limit(user, team=None) -> int:
+    """How many answers this person may have streaming at once: the one place the policy lives
+    (teams and their limits will refine it here; the backends only count)."""
+    return settings.PORTAL_MAX_CONCURRENT_PER_USER
 
 
 def _refusal(limit: int) -> QuotaExceeded:
@@ -40,8 +40,7 @@ class LocalConcurrencyQuota:
     def __init__(self):
         self._active: Counter[int] = Counter()
 
-    async def reserve(self, user_id: int) -> str:
-        limit = settings.PORTAL_MAX_CONCURRENT_PER_USER
+    async def reserve(self, user_id: int, limit: int) -> str:
         if self._active[user_id] >= limit:
             raise _refusal(limit)
         self._active[user_id] += 1
@@ -93,8 +92,7 @@ class RedisConcurrencyQuota:
     def _key(user_id: int) -> str:
         return f"portal:quota:concurrent:{user_id}"
 
-    async def reserve(self, user_id: int) -> str:
-        limit = settings.PORTAL_MAX_CONCURRENT_PER_USER
+    async def reserve(self, user_id: int, limit: int) -> str:
         lease = uuid.uuid4().hex
         now = time.time()
         _, reserve = self._client()
@@ -125,13 +123,15 @@ class _Concurrency:
         self._local = LocalConcurrencyQuota()
         self._shared: dict[str, RedisConcurrencyQuota] = {}
 
-    async def reserve(self, user_id: int) -> Lease:
+    async def reserve(self, user, team=None) -> Lease:
+        """A lease on one of the person's slots, or QuotaExceeded."""
+        limit = concurrency_limit(user, team)
         url = settings.REDIS_URL
         if not url:
             backend = self._local
         else:
             backend = self._shared.get(url) or self._shared.setdefault(url, RedisConcurrencyQuota(url))
-        return Lease(backend, user_id, await backend.reserve(user_id))
+        return Lease(backend, user.pk, await backend.reserve(user.pk, limit))
 
 
 concurrency = _Concurrency()

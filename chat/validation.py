@@ -6,16 +6,10 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from chat.errors import InvalidRequest
+
 ROLES = ("system", "user", "assistant")
 TEMPERATURE_MIN, TEMPERATURE_MAX = 0.0, 1.0  # the seed's range (and the upstream's)
-
-
-class InvalidRequest(Exception):
-    code = "invalid_request"
-
-    def __init__(self, detail: str):
-        super().__init__(detail)
-        self.detail = detail
 
 
 @dataclass(frozen=True)

@@ -15,26 +15,12 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.generic import TemplateView
 
-from chat.models import Conversation, Message
+from chat import access
+from chat.models import Message
 from chat.validation import TEMPERATURE_MAX, TEMPERATURE_MIN
 
 SIDEBAR_LIMIT = 200
 WS_PATH = "/ws/chat/"
-
-# Fields of a stored message the script needs to draw it exactly as the live stream did.
-MESSAGE_FIELDS = (
-    "id",
-    "role",
-    "content",
-    "status",
-    "model_id",
-    "finish_reason",
-    "error_code",
-    "error_detail",
-    "filters",
-    "stats",
-)
-
 
 def group_by_day(conversations, now=None):
     """Split conversations (newest first) into Today / Yesterday / Previous 7 days / Older.
@@ -77,7 +63,7 @@ class ChatView(LoginRequiredMixin, TemplateView):
         pk = self.kwargs.get("pk")
 
         sidebar = list(
-            Conversation.objects.filter(user=user)
+            access.conversations_visible_to(user)
             .only("id", "title", "updated_at")
             .order_by("-updated_at", "-id")[:SIDEBAR_LIMIT]
         )
@@ -87,14 +73,15 @@ class ChatView(LoginRequiredMixin, TemplateView):
             conversation = next((c for c in sidebar if c.pk == pk), None)
             if conversation is None:  # older than the sidebar's window, or not this person's
                 conversation = get_object_or_404(
-                    Conversation.objects.only("id", "title", "updated_at"), pk=pk, user=user
+                    access.conversations_visible_to(user).only("id", "title", "updated_at"), pk=pk
                 )
-            messages = list(
-                Message.objects.filter(conversation_id=conversation.pk)
+            messages = [
+                message.to_dict()
+                for message in Message.objects.filter(conversation_id=conversation.pk)
                 .exclude(role=Message.Role.SYSTEM)
                 .order_by("created_at", "id")
-                .values(*MESSAGE_FIELDS)
-            )
+                .defer("request_id", "process_channel", "created_at", "completed_at")
+            ]
 
         context.update(
             conversation=conversation,

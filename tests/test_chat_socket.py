@@ -306,8 +306,7 @@ async def test_a_fast_answer_is_merged_into_fewer_frames_without_losing_a_word(a
 
 
 async def test_an_audit_id_collision_does_not_lose_the_answer(alice, open_socket, monkeypatch):
-    from audit import models as audit_models
-    from chat import actions
+    from audit import actions, models as audit_models
 
     taken = await sync_to_async(lambda: AuditEntry.objects.create(
         request_id="req-old", user=alice, model_id="gpt-4", status="success", timestamp=timezone.now()

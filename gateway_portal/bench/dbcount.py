@@ -16,7 +16,9 @@ from django.conf import settings
 from django.db import connections
 from django.db.backends.signals import connection_created
 
-from chat.executor import ChatExecutor, ChatRequest, Delta, Done, Failed
+from chat.actions import ConversationTranscript
+from chat.completion import CompletionRequest, Delta, Done, Failed
+from chat.executor import ChatExecutor
 from chat.upstream import genesys
 
 
@@ -109,16 +111,17 @@ async def _measure(counter: DatabaseCounter, user, sizes: list[int], repeats: in
 
 async def _complete(user, tokens: int) -> dict:
     max_tokens = settings.PORTAL_MAX_TOKENS_LIMIT
-    request = ChatRequest(
-        user=user, content=f"Database work [[emulator ttft_ms=0 rate=0 tokens={tokens} chunk_tokens=1]]",
+    content = f"Database work [[emulator ttft_ms=0 rate=0 tokens={tokens} chunk_tokens=1]]"
+    request = CompletionRequest(
+        user=user, messages=[{"role": "user", "content": content}],
         model_id=settings.PORTAL_DEFAULT_MODEL, temperature=0.7, max_tokens=max_tokens,
     )
     deltas, outcome = 0, {}
-    async for event in ChatExecutor().stream(request):
+    async for event in ChatExecutor().stream(request, ConversationTranscript()):
         if isinstance(event, Delta):
             deltas += 1
         elif isinstance(event, Done):
-            outcome = {"status": event.status, "tokens": event.usage.get("output_tokens"), "finish": event.finish_reason}
+            outcome = {"status": event.outcome.status, "tokens": event.outcome.output_tokens, "finish": event.outcome.finish_reason}
         elif isinstance(event, Failed):
             outcome = {"status": "error", "tokens": 0, "finish": event.code, "detail": event.detail}
     return {**outcome, "deltas": deltas}

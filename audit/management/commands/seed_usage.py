@@ -9,6 +9,7 @@ request ids starting with `seed-`.
 
 from __future__ import annotations
 
+import json
 import random
 import secrets
 from datetime import timedelta
@@ -19,10 +20,17 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 from django.utils import timezone
 
-from audit.models import COMPLIANCE_TAG, AuditEntry, UsageRecord
+from audit.actions import completion_rows
+from audit.models import AuditEntry, UsageRecord
+from chat.completion import CANCELLED, COMMAND, COMPLETE, ERROR, UPSTREAM_COUNT, Exchange, Outcome
 
 BATCH = 100_000
-STATUSES = ["success"] * 92 + ["error"] * 5 + ["cancelled"] * 3
+STATUSES = [COMPLETE] * 92 + [ERROR] * 5 + [CANCELLED] * 3
+AUDIT_COLUMNS = ("audit_id", "request_id", "user_id", "model_id", "status", "error_code", "safety_filtered", "filters", "compliance_tag", "timestamp")
+USAGE_COLUMNS = (
+    "request_id", "user_id", "model_id", "status", "latency_ms", "ttft_ms", "input_tokens", "output_tokens",
+    "input_chars", "output_chars", "token_source", "tokens_per_second", "timestamp",
+)
 
 
 class Command(BaseCommand):
@@ -69,34 +77,35 @@ class Command(BaseCommand):
         audit_table, usage_table = AuditEntry._meta.db_table, UsageRecord._meta.db_table
         audit_rows, usage_rows = [], []
         for _ in range(size):
-            request_id = "seed-" + secrets.token_hex(8)
             user, model, status = rng.choice(users), rng.choice(models), rng.choice(STATUSES)
-            when = now - timedelta(seconds=rng.uniform(0, 90 * 86400))
-            filtered = rng.random() < 0.04
             output_tokens = rng.randint(20, 1200)
             ttft = rng.randint(150, 900)
-            latency = ttft + output_tokens * rng.randint(15, 30)
-            audit_rows.append((
-                next(ids), request_id, user, model, status,
-                "" if status != "error" else "upstream_unavailable", filtered,
-                '[{"filter": "think_blocks", "count": 1}]' if filtered else "[]", COMPLIANCE_TAG, when,
-            ))
-            usage_rows.append((
-                request_id, user, model, status, latency, ttft, rng.randint(10, 3000), output_tokens,
-                rng.randint(40, 12000), output_tokens * 4, "upstream",
-                round(output_tokens * 1000 / max(1, latency - ttft), 2), when,
-            ))
+            exchange = Exchange(
+                request_id="seed-" + secrets.token_hex(8), user_id=user, client=COMMAND,
+                messages=[{"role": "user", "content": "x" * rng.randint(40, 12000)}],
+                model_id=model, temperature=0.7, max_tokens=4096,
+            )
+            outcome = Outcome(
+                status=status, text="x" * (output_tokens * 4), model_id=model,
+                error_code="upstream_unavailable" if status == ERROR else "",
+                filters=[{"filter": "think_blocks", "count": 1}] if rng.random() < 0.04 else [],
+                input_tokens=rng.randint(10, 3000), output_tokens=output_tokens, token_source=UPSTREAM_COUNT,
+                latency_ms=ttft + output_tokens * rng.randint(15, 30), ttft_ms=ttft,
+            )
+            when = now - timedelta(seconds=rng.uniform(0, 90 * 86400))
+            entry, usage = completion_rows(exchange, outcome, audit_id=next(ids), when=when)
+            entry["filters"] = json.dumps(entry["filters"])
+            audit_rows.append(tuple(entry[column] for column in AUDIT_COLUMNS))
+            usage_rows.append(tuple(usage[column] for column in USAGE_COLUMNS))
         with connection.cursor() as cursor:
             raw = cursor.cursor  # psycopg's own cursor, for COPY
             with raw.copy(
-                f"COPY {audit_table} (audit_id, request_id, user_id, model_id, status, error_code, "
-                "safety_filtered, filters, compliance_tag, timestamp) FROM STDIN"
+                f"COPY {audit_table} ({', '.join(AUDIT_COLUMNS)}) FROM STDIN"
             ) as copy:
                 for row in audit_rows:
                     copy.write_row(row)
             with raw.copy(
-                f"COPY {usage_table} (request_id, user_id, model_id, status, latency_ms, ttft_ms, input_tokens, "
-                "output_tokens, input_chars, output_chars, token_source, tokens_per_second, timestamp) FROM STDIN"
+                f"COPY {usage_table} ({', '.join(USAGE_COLUMNS)}) FROM STDIN"
             ) as copy:
                 for row in usage_rows:
                     copy.write_row(row)

@@ -199,7 +199,7 @@ class Command(BaseCommand):
 
             from twisted.internet.defer import Deferred
 
-            from chat.executor import stop_all
+            from chat.generations import stop_all
 
             return Deferred.fromFuture(asyncio.ensure_future(stop_all()))
 
