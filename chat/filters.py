@@ -68,7 +68,7 @@ class ThinkBlocks:
         return f"{self.count} reasoning block{'s' if self.count != 1 else ''} removed"
 
 
-class GenerationError:
+class ErrorMarker:
     name = "generation_error"
     MARKER = "[GENERATION_ERROR]"
 
@@ -143,7 +143,7 @@ def _could_still_be_marker(line: str) -> bool:
     return bool(re.fullmatch(r"[ \t]*(?:[-*+•]|\d+[.)]?)?", line))
 
 
-FILTERS = {cls.name: cls for cls in (ThinkBlocks, GenerationError, ListMarkers)}
+FILTERS = {cls.name: cls for cls in (ThinkBlocks, ErrorMarker, ListMarkers)}
 
 
 class SafetyPipeline:

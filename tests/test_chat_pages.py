@@ -39,8 +39,21 @@ def test_a_stored_conversation_is_shown_to_its_owner(client, alice):
 def test_another_users_conversation_is_not_found(client, alice, bob):
     conversation = Conversation.objects.create(user=alice, title="Private plans")
     client.force_login(bob)
-    assert client.get(f"/c/{conversation.pk}/").status_code == 404
+    response = client.get(f"/c/{conversation.pk}/")
+    assert response.status_code == 404
+    html = response.content.decode()
+    assert "We couldn’t find that page" in html and "Private plans" not in html
+    assert "Log out" in html  # the portal's own header: the page is the base template's
     assert b"Private plans" not in client.get("/").content
+
+
+def test_the_error_page_renders_without_a_request_context(rf):
+    from django.views.defaults import server_error
+
+    response = server_error(rf.get("/"))
+    assert response.status_code == 500
+    html = response.content.decode()
+    assert "Something went wrong on our side" in html and "Log out" not in html
 
 
 def test_the_sidebar_lists_only_my_conversations_newest_first(client, alice, bob):

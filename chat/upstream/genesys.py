@@ -3,7 +3,7 @@
 Three parts: `UpstreamTarget` (where to go and with which credentials, from settings),
 `TokenManager` (OAuth2 client credentials, cached in-process and in the shared Django cache,
 refreshed 60 s before expiry) and `GenesysClient.stream_chat()` (one streamed completion with the
-retry policy of DESIGN.md). Tokens come over one `httpx.AsyncClient` per process and event loop;
+retry policy below). Tokens come over one `httpx.AsyncClient` per process and event loop;
 completion streams over a `StreamPool` (streaming.py: why the hot path does not use httpx).
 
 Retry policy: 429 waits for Retry-After (else backoff); 5xx, refused connections, timeouts and
