@@ -69,6 +69,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             frame = json.loads(text_data)
         except ValueError:
             raise BadFrame("That frame is not valid JSON.") from None
+        except RecursionError:  # nested deeper than Python's stack: no frame of ours looks like that
+            raise BadFrame("That frame is nested too deeply to be read.") from None
         if not isinstance(frame, dict) or frame.get("type") not in ("send", "stop", "resume"):
             raise BadFrame('Every frame needs a "type": "send", "stop" or "resume".')
         if frame["type"] == "stop":
@@ -196,7 +198,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send_frame(error_frame("not_running", "That answer is not being generated any more.", message=message_id))
 
     async def send_frame(self, frame: dict):
-        await self.send(text_data=json.dumps(frame, ensure_ascii=False))
+        try:
+            text = json.dumps(frame, ensure_ascii=False)
+            text.encode()
+        except UnicodeEncodeError:  # a lone surrogate echoed back: escaped, it is still valid JSON
+            text = json.dumps(frame)
+        await self.send(text_data=text)
 
 
 def _is_id(value) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -34,8 +35,15 @@ def estimate_tokens(chars: int) -> int:
     return -(-chars // 4)
 
 
+# NUL cannot be stored in PostgreSQL text, and a lone surrogate cannot be encoded as UTF-8: text
+# with either would reach the upstream and then fail to be stored, so it is refused first.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def validate(messages: list[dict], *, model_id, temperature, max_tokens, limits: Limits | None = None) -> None:
     limits = limits or Limits.from_settings()
+    if not isinstance(model_id, str) or _UNSTORABLE.search(model_id):
+        raise InvalidRequest(f"That model name cannot be read. Pick one of: {', '.join(limits.models)}.")
     if model_id not in limits.models:
         raise InvalidRequest(f"The model “{model_id}” is not available here. Pick one of: {', '.join(limits.models)}.")
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not TEMPERATURE_MIN <= temperature <= TEMPERATURE_MAX:
@@ -51,6 +59,11 @@ def validate(messages: list[dict], *, model_id, temperature, max_tokens, limits:
         content = message.get("content")
         if not isinstance(content, str):
             raise InvalidRequest("Every message must be text.")
+        if _UNSTORABLE.search(content):
+            raise InvalidRequest(
+                "The message contains characters that cannot be stored (a NUL byte or half of an "
+                "emoji pair). Remove them, or paste the text again, and send."
+            )
         total_chars += len(content)
     last = messages[-1]["content"]
     if not last.strip():

@@ -2,6 +2,7 @@
 
 import asyncio
 
+import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from django.utils import timezone
@@ -196,6 +197,8 @@ async def test_a_stream_cut_after_text_keeps_the_text_and_offers_retry(alice, op
         ('{"type": "send", "content": "hi", "conversation": "abc"}', '"conversation" must be a conversation id or null.'),
         ('{"type": "send", "content": "hi", "temperature": "hot"}', '"temperature" must be a number.'),
         ('{"type": "stop"}', '"stop" needs the "message" id of the answer to stop.'),
+        ("[" * 1000 + "]" * 1000, "That frame is nested too deeply to be read."),
+        ('{"type": "send", "content": ' + "[" * 5000 + "]" * 5000 + "}", "That frame is nested too deeply to be read."),
     ],
 )
 async def test_a_bad_frame_gets_an_error_frame_and_the_socket_stays_open(alice, open_socket, raw, detail):
@@ -204,6 +207,29 @@ async def test_a_bad_frame_gets_an_error_frame_and_the_socket_stays_open(alice, 
     assert await socket.receive() == {"type": "error", "message": None, "code": "bad_frame", "detail": detail, "retryable": False}
     frames = await ask(socket, f"still here {nonce()}")
     assert frames[-1]["type"] == "done"
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["before\\u0000after", "half an emoji \\ud800 here", "\\udfff"],
+)
+async def test_text_that_cannot_be_stored_is_refused_before_it_goes_upstream(alice, open_socket, emulator, content):
+    before = httpx.get(emulator.url + "/_emulator/stats").json()["completion_requests"]
+    socket = await open_socket(alice)
+    await socket.send_raw('{"type": "send", "conversation": null, "model": "gpt-4", "content": "%s"}' % content)
+    error = await socket.receive()
+    assert error["code"] == "invalid_request" and "cannot be stored" in error["detail"] and not error["retryable"]
+    assert httpx.get(emulator.url + "/_emulator/stats").json()["completion_requests"] == before
+    assert await sync_to_async(Message.objects.count)() == 0
+    frames = await ask(socket, f"still here {nonce()}")
+    assert frames[-1]["type"] == "done"
+
+
+async def test_a_model_name_with_half_an_emoji_pair_gets_an_error_frame(alice, open_socket):
+    socket = await open_socket(alice)
+    await socket.send_raw('{"type": "send", "conversation": null, "content": "hi", "model": "gpt-4\\ud800"}')
+    error = await socket.receive()
+    assert error["code"] == "invalid_request" and error["detail"].startswith("That model name cannot be read.")
 
 
 async def test_an_anonymous_socket_is_told_to_log_in_and_closed(open_socket):
