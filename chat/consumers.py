@@ -14,10 +14,10 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from chat import access, answer_bus, generations
+from chat import access, answer_bus, generations, socket_sessions
 from chat.actions import ConversationTranscript
 from chat.completion import BROWSER, CompletionRequest
-from chat.errors import BadFrame
+from chat.errors import BadFrame, PortalError, Unauthenticated
 from chat.frames import error_frame, frame_for, snapshot_frame, stored_final_frame
 from chat.generations import Generation
 from chat.models import Message
@@ -32,10 +32,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.accept()
         self.user = self.scope.get("user")
         if self.user is None or not self.user.is_authenticated:
-            await self.send_frame(error_frame("unauthenticated", "Your session has ended. Log in again to chat."))
+            await self.send_error(Unauthenticated())
             await self.close(code=UNAUTHENTICATED_CLOSE_CODE)
             return
         self.relays: set[asyncio.Task] = set()
+        self.groups_joined = [socket_sessions.person_group(self.user.pk)]
+        session_key = getattr(self.scope.get("session"), "session_key", None)
+        if session_key:
+            self.groups_joined.append(socket_sessions.session_group(session_key))
+        for group in self.groups_joined:
+            await self.channel_layer.group_add(group, self.channel_name)
         # Answers another process forwards to this socket: message id -> that process's channel,
         # and the timers that give up on a follow nobody answered.
         self.remote: dict[int, str] = {}
@@ -49,6 +55,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
             timer.cancel()
         for owner_channel in set(getattr(self, "remote", {}).values()):
             await answer_bus.unfollow(owner_channel, reply_to=self.channel_name)
+        for group in getattr(self, "groups_joined", ()):
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def session_ended(self, event):
+        """Logged out, deactivated or the password changed: this socket may start nothing more."""
+        await self.send_error(Unauthenticated())
+        await self.close(code=UNAUTHENTICATED_CLOSE_CODE)
 
     async def receive(self, text_data=None, bytes_data=None):
         try:
@@ -60,7 +73,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             else:
                 await self.stop(frame)
         except BadFrame as exc:
-            await self.send_frame(error_frame(exc.code, exc.detail))
+            await self.send_error(exc)
 
     def parse(self, text_data) -> dict:
         if text_data is None:
@@ -196,6 +209,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 return
         # Finished already, never existed, or not yours: all look the same from outside.
         await self.send_frame(error_frame("not_running", "That answer is not being generated any more.", message=message_id))
+
+    async def send_error(self, error: PortalError):
+        await self.send_frame(error_frame(error.code, error.detail, error.retryable))
 
     async def send_frame(self, frame: dict):
         try:

@@ -2,6 +2,7 @@
 
     PortalError                   .code, .detail (the sentence shown), .retryable, .retry_after,
     │                             .http_status (what the HTTP API answers with)
+    ├── Unauthenticated           401 not logged in, or the session ended (log-out, password change)
     ├── BadFrame                  400 a websocket frame of the wrong shape
     ├── InvalidRequest            400 the request breaks a rule of chat/validation.py
     ├── NotFound                  404 a conversation or answer that does not exist or is not yours
@@ -30,6 +31,12 @@ class PortalError(Exception):
         if detail:
             self.detail = detail
         self.retry_after = retry_after
+
+
+class Unauthenticated(PortalError):
+    code = "unauthenticated"
+    detail = "Your session has ended. Log in again to chat."
+    http_status = 401
 
 
 class BadFrame(PortalError):
