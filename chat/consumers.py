@@ -25,6 +25,10 @@ from chat.models import Message
 log = logging.getLogger(__name__)
 
 UNAUTHENTICATED_CLOSE_CODE = 4401
+# The largest frame the server accepts (runportal gives it to Daphne): a message of the longest
+# content allowed (PORTAL_MAX_MESSAGE_CHARS, 32,000 by default) fits several times over, even
+# escaped. A bigger frame closes the socket with 1009, invalid UTF-8 with 1007 (README.md).
+MAX_FRAME_BYTES = 1024 * 1024
 
 
 class ChatConsumer(AsyncWebsocketConsumer):

@@ -53,3 +53,29 @@ async def test_sigterm_mid_answer_stores_the_partial_answer_as_cancelled(portal,
     message = await sync_to_async(Message.objects.get)(pk=started["message"])
     assert message.status == "cancelled"
     assert message.content.startswith(shown) and len(message.content.split()) < 3000
+
+
+@pytest.mark.parametrize(
+    "payload, code",
+    [
+        ("x" * (5 * 1024 * 1024), 1009),  # 5 MB: over the 1 MiB limit (chat/consumers.py)
+        (b"\xff\xfe not UTF-8", 1007),
+    ],
+)
+async def test_a_frame_too_big_or_not_utf8_closes_with_a_code_and_a_reason(portal, alice, payload, code):
+    cookie = await sync_to_async(session_cookie_for)(alice)
+    url = portal.url.replace("http", "ws") + "/ws/chat/"
+    headers = {"Cookie": f"sessionid={cookie}", "Origin": portal.url}
+    async with websockets.connect(url, additional_headers=headers, max_size=None) as ws:
+        try:
+            await ws.send(payload, text=True)
+            await ws.recv()
+        except websockets.ConnectionClosed:
+            pass
+        await ws.wait_closed()
+        assert ws.close_code == code and ws.close_reason
+    async with websockets.connect(url, additional_headers=headers) as ws:  # the portal serves on
+        await ws.send(json.dumps({"type": "send", "conversation": None, "content": f"after {nonce()}"}))
+        while (frame := json.loads(await ws.recv()))["type"] not in ("done", "error"):
+            pass
+        assert frame["type"] == "done"

@@ -184,11 +184,16 @@ class Command(BaseCommand):
     def run_daphne(self, endpoints, on_running):
         from daphne.server import Server
 
+        from chat.consumers import MAX_FRAME_BYTES
         from gateway_portal.asgi import application
 
         from twisted.internet import reactor
 
         def ready():
+            # A frame over the size limit or with invalid UTF-8 fails the socket; autobahn's
+            # default is to drop the TCP connection then, so the browser sees no reason at all.
+            # With the closing handshake it gets 1009 (too big) or 1007 (invalid data) and why.
+            server.ws_factory.setProtocolOptions(failByDrop=False)
             # Announced once the reactor runs, i.e. once Ctrl-C/SIGTERM lead to a clean stop.
             reactor.callWhenRunning(on_running)
             reactor.addSystemEventTrigger("before", "shutdown", stop_answers)
@@ -208,13 +213,16 @@ class Command(BaseCommand):
         # the longest pauses from 75 to 27 ms (docs/PERFORMANCE.md).
         gc.collect()
         gc.freeze()
-        Server(
+        server = Server(
             application=application,
             endpoints=endpoints,
             signal_handlers=True,
             verbosity=0,
             ready_callable=ready,
-        ).run()
+            websocket_max_message_size=MAX_FRAME_BYTES,
+            websocket_max_frame_size=MAX_FRAME_BYTES,
+        )
+        server.run()
 
 
 class _WorkerPool:
