@@ -17,7 +17,7 @@ from django.conf import settings
 from chat import access, answer_bus, generations, socket_sessions
 from chat.actions import ConversationTranscript
 from chat.completion import BROWSER, CompletionRequest
-from chat.errors import BadFrame, PortalError, Unauthenticated
+from chat.errors import BadFrame, NotFound, NotRunning, PortalError, Unauthenticated
 from chat.frames import error_frame, frame_for, snapshot_frame, stored_final_frame
 from chat.generations import Generation
 from chat.models import Message
@@ -137,7 +137,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         message = await self.stored_answer(message_id)
         if message is None:
-            await self.send_frame(error_frame("not_found", "That answer does not exist or is not yours.", message=message_id))
+            await self.send_error(NotFound("That answer does not exist or is not yours."), message=message_id)
         elif message.status != Message.Status.STREAMING:
             await self.send_final(message)
         elif await answer_bus.follow(message.process_channel, message_id=message_id, user_id=self.user.pk, reply_to=self.channel_name):
@@ -180,13 +180,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def send_not_running(self, message_id: int):
         # The process that generated it stopped without storing an outcome.
-        await self.send_frame(
-            error_frame(
-                "not_running",
-                "This answer is not being generated any more. Reload the page in a moment to see what was kept.",
-                message=message_id,
-            )
-        )
+        await self.send_error(NotRunning(), message=message_id)
 
     @database_sync_to_async
     def stored_answer(self, message_id):
@@ -212,10 +206,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if await answer_bus.stop(message.process_channel, message_id=message_id, user_id=self.user.pk):
                 return
         # Finished already, never existed, or not yours: all look the same from outside.
-        await self.send_frame(error_frame("not_running", "That answer is not being generated any more.", message=message_id))
+        await self.send_error(NotRunning(), message=message_id)
 
-    async def send_error(self, error: PortalError):
-        await self.send_frame(error_frame(error.code, error.detail, error.retryable))
+    async def send_error(self, error: PortalError, *, message: int | None = None):
+        await self.send_frame(error_frame(error.code, error.detail, error.retryable, message=message))
 
     async def send_frame(self, frame: dict):
         try:

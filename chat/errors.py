@@ -6,6 +6,7 @@
     ├── BadFrame                  400 a websocket frame of the wrong shape
     ├── InvalidRequest            400 the request breaks a rule of chat/validation.py
     ├── NotFound                  404 a conversation or answer that does not exist or is not yours
+    ├── NotRunning                409 Stop or follow for an answer no process is generating any more
     ├── QuotaExceeded             429 a limit of chat/quotas.py is reached; retryable
     ├── PortalUnavailable         503 a part of the portal (Redis, the database) cannot be reached
     ├── InternalError             500 a bug or an unexpected failure: "Something went wrong…"
@@ -55,6 +56,12 @@ class NotFound(PortalError):
     code = "not_found"
     detail = "That conversation does not exist or is not yours. Start a new chat."
     http_status = 404
+
+
+class NotRunning(PortalError):
+    code = "not_running"
+    detail = "This answer is not being generated any more. Reload the page in a moment to see what was kept."
+    http_status = 409
 
 
 class QuotaExceeded(PortalError):
