@@ -122,3 +122,39 @@ def test_an_answer_carries_on_after_a_reload_mid_stream_and_stop_works(portal, a
     expect(page.locator("[data-role=assistant] .meta").last).to_contain_text("Stopped")
     expect(page.locator("[data-role=assistant] .md").last).to_have_text(stopped)
     assert page.page_errors == []
+
+
+# The page's test hook (static/chat/socket.js): keep each socket it opens, so the test can drop one.
+KEEP_SOCKETS = """
+window.openedSockets = [];
+window.GatewayPortalSocket = function (url) {
+  const ws = new WebSocket(url);
+  window.openedSockets.push(ws);
+  return ws;
+};
+"""
+
+
+def test_an_answer_carries_on_after_the_connection_drops(portal, alice, browser):
+    from playwright.sync_api import expect
+
+    page = log_in(browser, portal)
+    page.add_init_script(KEEP_SOCKETS)
+    page.reload()
+    composer = page.locator("textarea")
+    composer.fill("Tell me a long story [[emulator tokens=150 rate=50]]")
+    composer.press("Enter")
+    wait_for_words(page, 10)
+    page.evaluate("window.openedSockets[window.openedSockets.length - 1].close()")
+
+    expect(page.locator("#conn-banner")).to_have_text("Reconnecting…")
+    expect(page.locator("[data-role=assistant] .meta").last).to_contain_text("150 tokens", timeout=30_000)
+    expect(page.locator("#conn-banner")).to_be_hidden()
+    assert page.evaluate("window.openedSockets.length") == 2
+    shown = page.locator("[data-role=assistant] .md").last.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "chat-reconnected.png"))
+
+    page.reload()  # what was stored: nothing lost or doubled across the drop
+    expect(page.locator("[data-role=assistant] .meta").last).to_contain_text("150 tokens")
+    assert page.locator("[data-role=assistant] .md").last.inner_text() == shown
+    assert page.page_errors == []
