@@ -67,11 +67,11 @@ def do_record_completion(exchange: Exchange, outcome: Outcome, *, also: Callable
     for attempt in range(3):
         audit_id = new_audit_id()
         now = timezone.now()
-        entry, usage = completion_rows(exchange, outcome, audit_id=audit_id, when=now)
         try:
             with transaction.atomic():
                 if also is not None:
-                    also(now)
+                    also(now)  # first: it may find the answer deleted meanwhile and say so in `exchange`
+                entry, usage = completion_rows(exchange, outcome, audit_id=audit_id, when=now)
                 AuditEntry.objects.create(**entry)
                 UsageRecord.objects.create(**usage)
             return audit_id

@@ -102,7 +102,7 @@ class ConversationTranscript:
         exchange.user_message_id, exchange.message_id = question.pk, answer.pk
 
     def finish(self, exchange: Exchange, outcome: Outcome, now: datetime) -> None:
-        Message.objects.filter(pk=exchange.message_id).update(
+        stored = Message.objects.filter(pk=exchange.message_id).update(
             content=outcome.text,
             status=outcome.status,
             finish_reason=outcome.finish_reason,
@@ -113,3 +113,7 @@ class ConversationTranscript:
             stats=outcome.stats(),
             completed_at=now,
         )
+        if not stored:
+            # The conversation was deleted while the answer streamed: the completion still
+            # happened, so its audit entry is written, pointing at nothing.
+            exchange.conversation_id = exchange.message_id = None

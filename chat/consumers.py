@@ -192,8 +192,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         relay.add_done_callback(self.relays.discard)
 
     async def relay(self, generation: Generation, reader):
-        async for event in generation.events(reader):
-            await self.send_frame(frame_for(event))
+        try:
+            async for event in generation.events(reader):
+                await self.send_frame(frame_for(event))
+        except Exception as exc:
+            # The browser went away between two frames (the server refuses sends on a closed
+            # socket). The answer goes on without this reader; nothing here is worth a traceback.
+            log.info("stopped relaying answer %s: %s", generation.message_id, exc)
 
     async def stop(self, frame: dict):
         message_id = frame["message"]

@@ -1,9 +1,10 @@
 """The chat page: the sidebar of the person's conversations and the open conversation.
 
 Everything live (sending, streaming, stop, errors) goes over the websocket at /ws/chat/ and is
-drawn by static/chat/chat.js; this view only renders the page and hands the stored conversation
-to the script as a json_script payload (id "chat-data"). Two queries per page besides the
-session and user: the sidebar list and the open conversation's messages.
+drawn by the scripts in static/chat/ (docs/ARCHITECTURE.md); this view only renders the page and
+hands the stored conversation to them as a json_script payload (id "chat-data"), each message in
+the shape of `Message.to_dict()`. Two queries per page besides the session and user: the sidebar
+list and the open conversation's messages.
 """
 
 from __future__ import annotations

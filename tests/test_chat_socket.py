@@ -272,7 +272,7 @@ async def test_a_reconnected_browser_gets_the_text_so_far_then_exactly_the_rest(
     await first.close()  # the connection drops mid-answer
 
     second = await open_socket(alice)
-    await second.send(type="resume", message=started["message"], after_seq=3)
+    await second.send(type="resume", message=started["message"])
     snapshot = await second.receive()
     assert snapshot["type"] == "snapshot" and snapshot["status"] == "streaming" and snapshot["seq"] >= 3
     assert snapshot["text"].startswith("".join(f["text"] for f in seen))
@@ -288,7 +288,7 @@ async def test_a_reconnected_browser_gets_the_text_so_far_then_exactly_the_rest(
 async def test_resuming_a_finished_answer_gives_its_stored_text_and_outcome(alice, open_socket):
     socket = await open_socket(alice)
     frames = await ask(socket, f"Short {nonce()}")
-    await socket.send(type="resume", message=frames[0]["message"], after_seq=0)
+    await socket.send(type="resume", message=frames[0]["message"])
     final = await socket.receive()
     assert final["type"] == "done" and final["status"] == "complete"
     assert final["content"] == "".join(f["text"] for f in frames if f["type"] == "delta")
@@ -300,10 +300,10 @@ async def test_another_user_cannot_follow_my_answer(alice, bob, open_socket):
     await alice_socket.send(**send_frame(f"Mine {nonce()} [[emulator tokens=40 rate=200]]"))
     started = await alice_socket.receive()
     bob_socket = await open_socket(bob)
-    await bob_socket.send(type="resume", message=started["message"], after_seq=0)
+    await bob_socket.send(type="resume", message=started["message"])
     assert (await bob_socket.receive())["code"] == "not_found"
     await alice_socket.receive_until("done", "error")
-    await bob_socket.send(type="resume", message=started["message"], after_seq=0)
+    await bob_socket.send(type="resume", message=started["message"])
     assert (await bob_socket.receive())["code"] == "not_found"
 
 

@@ -149,3 +149,17 @@ async def test_the_stored_answer_reads_back_with_the_same_facts_as_the_live_done
     assert stored.pop("id") == events[0].message_id and stored.pop("role") == "assistant"
     assert stored.pop("content") == done.outcome.text
     assert stored == done.outcome.to_dict()
+
+
+async def test_a_conversation_deleted_mid_answer_still_leaves_the_audit_entry(alice):
+    events = []
+    async for event in ChatExecutor().stream(
+        request_for(alice, ("user", f"[[emulator tokens=40 rate=200]] {nonce()}")), ConversationTranscript()
+    ):
+        events.append(event)
+        if isinstance(event, Started):
+            await Conversation.objects.filter(pk=event.conversation_id).adelete()
+    assert isinstance(events[-1], Done) and events[-1].outcome.status == "complete"
+    audits, usages, messages = await trail(events[0].request_id)
+    assert len(audits) == 1 and audits[0]["conversation_id"] is None and audits[0]["message_id"] is None
+    assert len(usages) == 1 and messages == 0

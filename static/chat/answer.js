@@ -11,7 +11,7 @@
  *   answers.errorCard({code, detail, after, retry, retryAfter, login})
  *   answers.retireRetryButtons(), answers.hideEmpty(), answers.textOf(article)
  *
- * An Answer holds its state (id, text, status, seq, model, finish, filters, stats, stopping, …)
+ * An Answer holds its state (id, text, status, seq, model, finish, filters, usage, timings, stopping, …)
  * for the page to read and set, and draws itself: draw(), drawSoon(), drawMeta(), note(text,
  * offerStop), settle(status). addDelta(seq, text) and takeSnapshot(seq, text) keep its text in
  * step with the server's numbered deltas (README.md, "Websocket protocol").
@@ -110,10 +110,12 @@
       this.status = init.status || "streaming";
       this.seq = init.seq === undefined ? 0 : init.seq;   // null: page-loaded, position unknown
       this.buffer = new Map();                             // seq -> text that came early
-      this.model = init.model_id || "";
-      this.finish = init.finish_reason || "";
-      this.filters = init.filters || [];
-      this.stats = init.stats || {};
+      this.model = init.model || "";
+      this.finish = "";
+      this.filters = [];
+      this.usage = null;
+      this.ttftMs = null;
+      this.latencyMs = null;
       this.frame = 0;
       this.stopping = false;
     }
@@ -213,6 +215,21 @@
       return true;
     };
 
+    /* How the answer ended, under the names the server gives them in the done and error frames
+     * and in a stored answer alike (Outcome.to_dict() in chat/completion.py). */
+    Answer.prototype.setOutcome = function (facts) {
+      if (facts.model) this.model = facts.model;
+      this.finish = facts.finish_reason || "";
+      if (Array.isArray(facts.filters)) this.filters = facts.filters;
+      if (facts.usage) this.usage = facts.usage;
+      this.ttftMs = facts.ttft_ms == null ? null : facts.ttft_ms;
+      this.latencyMs = facts.latency_ms == null ? null : facts.latency_ms;
+    };
+
+    Answer.prototype.hasTokens = function () {
+      return !!(this.usage && this.usage.output_tokens > 0);
+    };
+
     Answer.prototype.drawMeta = function () {
       var parts = [];
       function add(text, cls, title) {
@@ -222,18 +239,18 @@
         if (title) s.title = title;
         parts.push(s);
       }
-      var st = this.stats || {};
+      var u = this.usage;
       if (this.status === "cancelled") add("Stopped", "meta-stopped");
       if (this.finish === "length") add("Cut off at the max tokens limit", "meta-warn");
       if (this.model) add(this.model, "meta-model");
-      if (st.output_tokens != null) {
-        var est = st.token_source === "estimate";
-        var title = "Input " + fmtInt(st.input_tokens || 0) + " tokens, output " + fmtInt(st.output_tokens) +
+      if (u && u.output_tokens != null) {
+        var est = u.source === "estimate";
+        var title = "Input " + fmtInt(u.input_tokens || 0) + " tokens, output " + fmtInt(u.output_tokens) +
           " tokens" + (est ? " (estimated)" : " (reported by the AI service)");
-        add((est ? "≈" : "") + fmtInt(st.output_tokens) + " tokens", "", title);
+        add((est ? "≈" : "") + fmtInt(u.output_tokens) + " tokens", "", title);
       }
-      if (st.ttft_ms != null) add("TTFT " + fmtSeconds(st.ttft_ms), "", "Time to first token");
-      if (st.latency_ms != null) add("total " + fmtSeconds(st.latency_ms), "", "Total time");
+      if (this.ttftMs != null) add("TTFT " + fmtSeconds(this.ttftMs), "", "Time to first token");
+      if (this.latencyMs != null) add("total " + fmtSeconds(this.latencyMs), "", "Total time");
       (this.filters || []).forEach(function (f) {
         add(filterLabel(f), "meta-filter", "A safety filter changed this answer (" + (f.filter || "filter") + ")");
       });

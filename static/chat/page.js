@@ -20,8 +20,6 @@
   if (!dataEl) return;
   var data = JSON.parse(dataEl.textContent);
   var defaults = data.defaults || {};
-  // Errors loaded with a stored answer (no "retryable" flag there): these are worth a Retry.
-  var RETRYABLE_STORED = ["rate_limited", "upstream_unavailable", "upstream_interrupted", "upstream_timeout"];
 
   var el = {
     scroll: document.getElementById("messages-scroll"),
@@ -325,7 +323,7 @@
     }
     bumpConversation(f.conversation, f.title);
     if (f.title) document.title = f.title + " · Gateway Portal";
-    var m = answers.answer({ id: f.message, status: "streaming", seq: 0, model_id: p.frame.model });
+    var m = answers.answer({ id: f.message, status: "streaming", seq: 0, model: p.frame.model });
     m.requestId = f.request_id || "";
     active = m;
     m.draw();
@@ -377,14 +375,7 @@
     if (!m) return;
     if (typeof f.content === "string") { m.text = f.content; m.stale = false; }
     else if (m.seq === null) m.stale = true;
-    if (f.model) m.model = f.model;
-    m.finish = f.finish_reason || "";
-    if (Array.isArray(f.filters)) m.filters = f.filters;
-    var u = f.usage || {};
-    m.stats = {
-      input_tokens: u.input_tokens, output_tokens: u.output_tokens, token_source: u.source,
-      ttft_ms: f.ttft_ms, latency_ms: f.latency_ms,
-    };
+    m.setOutcome(f);
     finish(m, f.status || (f.finish_reason === "cancelled" ? "cancelled" : "complete"));
   }
 
@@ -439,7 +430,8 @@
     if (m) {
       m.settle("error");
       m.note("");
-      if (m.stats && m.stats.output_tokens > 0) m.drawMeta();
+      if (f.usage) m.setOutcome(f);
+      if (m.hasTokens()) m.drawMeta();
       if (active === m) active = null;
     }
     answers.errorCard({
@@ -512,20 +504,20 @@
     }
     if (msg.role !== "assistant") return;
     var m = answers.answer({
-      id: msg.id, content: msg.content, status: msg.status, model_id: msg.model_id,
-      finish_reason: msg.finish_reason, filters: msg.filters, stats: msg.stats,
+      id: msg.id, content: msg.content, status: msg.status, model: msg.model,
       seq: msg.status === "streaming" ? null : 0,
     });
+    if (msg.status !== "streaming") m.setOutcome(msg);
     m.draw();
     if (msg.status === "streaming") {
       m.note("Still generating… reload to see the rest.");
       if (msg.id === lastAssistantId && !active) active = m;
     } else if (msg.status === "error") {
-      if (msg.stats && msg.stats.output_tokens > 0) m.drawMeta();  // not "≈0 tokens" noise
+      if (m.hasTokens()) m.drawMeta();  // not "≈0 tokens" noise
       var isLast = i === stored.length - 1;
       answers.errorCard({
-        code: msg.error_code, detail: msg.error_detail, after: m.el,
-        retry: isLast && RETRYABLE_STORED.indexOf(msg.error_code) !== -1 ? retryLast : null,
+        code: msg.code, detail: msg.detail, after: m.el,
+        retry: isLast && msg.retryable ? retryLast : null,
       });
     } else {
       m.drawMeta();

@@ -86,9 +86,13 @@ def test_log_in_ask_watch_it_stream_reload_and_see_it_kept(portal, alice, browse
     page.screenshot(path=str(ARTIFACTS / "chat-done.png"))
     assert re.search(r"/c/\d+/$", page.url), page.url
 
+    meta = page.locator("[data-role=assistant] .meta").last.inner_text()
     page.reload()
     expect(page.locator("[data-role=user]").first).to_contain_text("How do OAuth client credentials work?")
     expect(page.locator("[data-role=assistant] .md").last).to_have_text(streamed)
+    # The stored answer reads back with the same facts as the live one (model, tokens, times).
+    expect(page.locator("[data-role=assistant] .meta").last).to_contain_text("120 tokens")
+    assert page.locator("[data-role=assistant] .meta").last.inner_text() == meta
     expect(page.locator("nav, aside").first).to_contain_text("How do OAuth client credentials work?")
     page.screenshot(path=str(ARTIFACTS / "chat-reloaded.png"))
     assert page.page_errors == []
@@ -157,4 +161,22 @@ def test_an_answer_carries_on_after_the_connection_drops(portal, alice, browser)
     page.reload()  # what was stored: nothing lost or doubled across the drop
     expect(page.locator("[data-role=assistant] .meta").last).to_contain_text("150 tokens")
     assert page.locator("[data-role=assistant] .md").last.inner_text() == shown
+    assert page.page_errors == []
+
+
+def test_a_failed_answer_offers_retry_live_and_after_a_reload(portal, alice, browser):
+    from playwright.sync_api import expect
+
+    page = log_in(browser, portal)
+    composer = page.locator("textarea")
+    composer.fill("This one fails [[emulator fault=503]]")
+    composer.press("Enter")
+    card = page.locator(".error-card").last
+    expect(card).to_contain_text("unavailable", timeout=20_000)
+    expect(card.get_by_role("button", name="Retry")).to_be_visible()
+    page.reload()
+    card = page.locator(".error-card").last
+    expect(card).to_contain_text("unavailable")
+    expect(card.get_by_role("button", name="Retry")).to_be_visible()  # stored as retryable
+    page.screenshot(path=str(ARTIFACTS / "chat-error-reloaded.png"))
     assert page.page_errors == []
