@@ -138,15 +138,14 @@ async def test_following_an_answer_whose_process_died_says_so_instead_of_hanging
         async with connect(doomed, cookie) as ws_doomed:
             started = await start_long_answer(ws_doomed)
             assert json.loads(await ws_doomed.recv())["type"] == "delta"
-            doomed.process.kill()  # SIGKILL: no chance to store the answer as cancelled
-            doomed.process.wait()
+            doomed.child.kill()  # SIGKILL: no chance to store the answer as cancelled
         async with connect(survivor, cookie) as ws:
             await ws.send(json.dumps({"type": "resume", "message": started["message"]}))
             async with asyncio.timeout(15):
                 answer = json.loads(await ws.recv())
         assert answer["type"] == "error" and answer["code"] == "not_running" and answer["message"] == started["message"]
     finally:
-        doomed.process.kill()
+        doomed.child.kill()
         assert "Gateway Portal stopped." in survivor.stop()
 
 
