@@ -329,3 +329,11 @@ def test_tokens_expire_and_stop_is_clean(emulator):
             assert c.post(COMPLETIONS, json=body("x", stream=False), headers=headers).status_code == 401
     assert other.child.returncode == 0  # clean exit on SIGTERM
     other.stop()  # idempotent
+
+
+def test_an_emulator_that_cannot_start_says_why(tmp_path):
+    missing = str(tmp_path / "missing.pem")
+    with pytest.raises(RuntimeError) as failure:
+        start_emulator(ssl_certfile=missing, ssl_keyfile=missing)
+    assert "The emulator" in str(failure.value) and "exited with status 1 before it was ready" in str(failure.value)
+    assert "FileNotFoundError" in str(failure.value)  # the end of its output: the reason
