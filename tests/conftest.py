@@ -7,11 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -21,6 +17,7 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client, override_settings
 
 from chat.emulator.process import start_emulator
+from gateway_portal.child_processes import CAPTURE, ChildProcess, LinePrinted, NotReady, free_port
 
 # Fast, deterministic upstream for the suite; individual tests slow it down with directives.
 UPSTREAM_TEST_SETTINGS = dict(
@@ -152,12 +149,6 @@ async def open_socket():
 PROJECT = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _test_database_url() -> str:
     from django.conf import settings
 
@@ -169,28 +160,25 @@ def _test_database_url() -> str:
 
 
 class RunningPortal:
-    def __init__(self, process, port):
-        self.process = process
+    def __init__(self, child: ChildProcess, port: int):
+        self.child = child
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self.output = ""
+
+    @property
+    def output(self) -> str:
+        return self.child.output()
 
     def stop(self, timeout=20) -> str:
-        """SIGTERM, as a service manager would; returns what it printed while stopping."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                raise AssertionError("runportal did not stop on SIGTERM")
-            self.output += self.process.stdout.read()
+        """SIGTERM, as a service manager would; returns all it printed, stopping included."""
+        if not self.child.stop(timeout):
+            raise AssertionError("runportal did not stop on SIGTERM")
         return self.output
 
 
 def launch_portal(*args: str, **env: str) -> RunningPortal:
     """`manage.py runportal` in its own process on the test database, with its own emulator."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": _test_database_url(),
@@ -200,25 +188,16 @@ def launch_portal(*args: str, **env: str) -> RunningPortal:
         **env,
     }
     env.pop("GENESYS_CLIENT_ID", None)
-    process = subprocess.Popen(
+    # Dies with the test run: an interrupted run leaves no portal holding the test database.
+    child = ChildProcess.start(
         [sys.executable, "manage.py", "runportal", "--port", str(port), *args],
-        cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        name="runportal", cwd=PROJECT, env=env, output=CAPTURE, die_with_parent=True,
     )
-    running = RunningPortal(process, port)
-    lines = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if "is running at" in line:
-            break
-    running.output = "".join(lines)
-    if process.poll() is not None or "is running at" not in running.output:
-        process.kill()
-        pytest.fail("runportal did not start:\n" + running.output)
-    return running
+    try:
+        child.wait_ready(LinePrinted("is running at"), 60)
+    except NotReady as exc:
+        pytest.fail(str(exc))
+    return RunningPortal(child, port)
 
 
 @pytest.fixture

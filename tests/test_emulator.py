@@ -230,7 +230,7 @@ def test_drop_after_gives_an_incomplete_stream(client, auth, emulator):
                     received.append(line[6:])
     assert len(received) == 1 + 3  # role event and three content chunks, no final, no [DONE]
     assert "[DONE]" not in received
-    assert "Traceback" not in emulator.stderr_text()  # an intended drop is not logged as a crash
+    assert "Traceback" not in emulator.output()  # an intended drop is not logged as a crash
 
 
 def test_drop_after_cuts_a_non_streamed_body(client, auth):
@@ -327,5 +327,13 @@ def test_tokens_expire_and_stop_is_clean(emulator):
             assert c.post(COMPLETIONS, json=body("x", stream=False), headers=headers).status_code == 200
             time.sleep(1.05)
             assert c.post(COMPLETIONS, json=body("x", stream=False), headers=headers).status_code == 401
-    assert other.proc.returncode == 0  # clean exit on SIGTERM
+    assert other.child.returncode == 0  # clean exit on SIGTERM
     other.stop()  # idempotent
+
+
+def test_an_emulator_that_cannot_start_says_why(tmp_path):
+    missing = str(tmp_path / "missing.pem")
+    with pytest.raises(RuntimeError) as failure:
+        start_emulator(ssl_certfile=missing, ssl_keyfile=missing)
+    assert "The emulator" in str(failure.value) and "exited with status 1 before it was ready" in str(failure.value)
+    assert "FileNotFoundError" in str(failure.value)  # the end of its output: the reason

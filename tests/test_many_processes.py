@@ -7,6 +7,10 @@ test then knows which process each socket reaches.
 
 import asyncio
 import json
+import os
+import signal
+import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,6 +20,7 @@ from django.core.management import CommandError, call_command
 
 from chat import answer_bus
 from chat.models import Message
+from gateway_portal.management.commands.runportal import _WorkerPool
 from tests.conftest import launch_portal, nonce, session_cookie_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -138,15 +143,14 @@ async def test_following_an_answer_whose_process_died_says_so_instead_of_hanging
         async with connect(doomed, cookie) as ws_doomed:
             started = await start_long_answer(ws_doomed)
             assert json.loads(await ws_doomed.recv())["type"] == "delta"
-            doomed.process.kill()  # SIGKILL: no chance to store the answer as cancelled
-            doomed.process.wait()
+            doomed.child.kill()  # SIGKILL: no chance to store the answer as cancelled
         async with connect(survivor, cookie) as ws:
             await ws.send(json.dumps({"type": "resume", "message": started["message"]}))
             async with asyncio.timeout(15):
                 answer = json.loads(await ws.recv())
         assert answer["type"] == "error" and answer["code"] == "not_running" and answer["message"] == started["message"]
     finally:
-        doomed.process.kill()
+        doomed.child.kill()
         assert "Gateway Portal stopped." in survivor.stop()
 
 
@@ -205,6 +209,53 @@ def test_workers_serve_one_port_and_all_stop_together(redis_url, alice):
         output = running.stop()
     assert "Gateway Portal stopped." in output
     assert "Traceback" not in output
+
+
+def serving_workers(running) -> set[int]:
+    """runportal's worker processes, from /proc (its other child is the emulator)."""
+    pid = running.child.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return {int(child) for child in children if b"--worker-ready-fd" in _cmdline(child)}
+
+
+def _cmdline(pid) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""  # ended meanwhile
+
+
+def wait_for(condition, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def test_a_worker_that_dies_is_replaced(redis_url):
+    running = launch_portal("--workers", "2", "--no-admin", REDIS_URL=redis_url)
+    try:
+        first = serving_workers(running)
+        assert len(first) == 2
+        # A worker that dies right after starting stops runportal instead (it would die again).
+        time.sleep(_WorkerPool.MIN_LIFETIME + 0.5)
+        for number, pid in enumerate(first, 1):
+            os.kill(pid, signal.SIGKILL)
+            wait_for(lambda: running.output.count("starting another") == number
+                     and len(serving_workers(running) - first) == number)
+        # Only replacements are left to answer.
+        with httpx.Client(base_url=running.url) as client:
+            wait_for(lambda: _answers(client, "/accounts/login/"))
+    finally:
+        output = running.stop()
+    assert "Gateway Portal stopped." in output
+
+
+def _answers(client, path) -> bool:
+    try:
+        return client.get(path).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def test_more_than_one_worker_without_redis_is_refused_with_a_reason(settings):

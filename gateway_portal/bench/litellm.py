@@ -14,7 +14,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway_portal.bench.processes import BENCH_DIR, die_with_parent, free_port, stop_process, wait_http
+from gateway_portal.bench.processes import BENCH_DIR
+from gateway_portal.child_processes import ChildProcess, HttpAnswers, free_port
 
 VENV = BENCH_DIR / "litellm-venv"
 MASTER_KEY = "sk-bench"
@@ -54,7 +55,7 @@ def write_config(emulator_url: str) -> Path:
 
 @dataclass
 class LiteLLM:
-    proc: subprocess.Popen
+    child: ChildProcess
     port: int
     workers: int
 
@@ -63,10 +64,10 @@ class LiteLLM:
         return f"http://127.0.0.1:{self.port}"
 
     def command_line(self) -> str:
-        return " ".join(self.proc.args)
+        return " ".join(self.child.args)
 
     def stop(self) -> None:
-        stop_process(self.proc, grace=15)
+        self.child.stop(grace=15)
 
 
 def start(executable: Path, emulator_url: str, workers: int, *, startup_timeout: float = 240) -> LiteLLM:
@@ -77,13 +78,8 @@ def start(executable: Path, emulator_url: str, workers: int, *, startup_timeout:
         args += ["--num_workers", str(workers)]
     env = dict(os.environ, LITELLM_MASTER_KEY=MASTER_KEY, LITELLM_LOCAL_MODEL_COST_MAP="True")
     env.pop("DATABASE_URL", None)  # LiteLLM would try to use the portal's database
-    with open(BENCH_DIR / f"litellm-{workers}.log", "wb") as log:
-        proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                cwd=BENCH_DIR, preexec_fn=die_with_parent)
-    proxy = LiteLLM(proc, port, workers)
-    try:
-        wait_http(proxy.url + "/health/liveliness", proc, startup_timeout, what=f"LiteLLM ({workers} worker(s))")
-    except BaseException:
-        proxy.stop()
-        raise
+    child = ChildProcess.start(args, name=f"LiteLLM ({workers} worker(s))", cwd=BENCH_DIR, env=env,
+                               output=BENCH_DIR / f"litellm-{workers}.log", die_with_parent=True)
+    proxy = LiteLLM(child, port, workers)
+    child.wait_ready(HttpAnswers(proxy.url + "/health/liveliness"), startup_timeout, interval=0.1)
     return proxy

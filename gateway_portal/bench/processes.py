@@ -8,17 +8,14 @@ killed bench does not leave a portal listening behind it.
 
 from __future__ import annotations
 
-import ctypes
-import http.client
 import os
 import resource
-import signal
-import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from gateway_portal.child_processes import ChildProcess, HttpAnswers, free_port
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 BENCH_DIR = PROJECT_DIR / ".bench"  # logs, LiteLLM's venv and config (git-ignored)
@@ -36,18 +33,6 @@ def raise_open_files_limit() -> int:
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
-
-
-def die_with_parent() -> None:
-    """preexec_fn: SIGTERM this child when the bench process goes away (Linux prctl)."""
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- /proc ---------------------------------------------------------------------------------------
@@ -120,27 +105,25 @@ def machine_busy_seconds() -> float:
 class Portal:
     """`manage.py runportal` in its own process, pointed at the bench's emulator."""
 
-    def __init__(self, proc: subprocess.Popen, port: int, log_path: Path) -> None:
-        self.proc, self.port, self.log_path = proc, port, log_path
+    def __init__(self, child: ChildProcess, port: int) -> None:
+        self.child, self.port = child, port
         self.url = f"http://127.0.0.1:{port}"
         self.ws_url = f"ws://127.0.0.1:{port}/ws/chat/"
 
     @property
     def pid(self) -> int:
-        return self.proc.pid
+        return self.child.pid
+
+    @property
+    def log_path(self) -> Path:
+        return self.child.log_path
 
     def usage(self) -> Usage:
         return process_usage(self.pid)
 
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
     def stop(self) -> None:
         """SIGTERM (Daphne shuts down cleanly), then SIGKILL after 10 s. Safe to call twice."""
-        stop_process(self.proc, grace=10)
+        self.child.stop(grace=10)
 
 
 def portal_command(port: int, emulator_url: str, workers: int = 1) -> list[str]:
@@ -153,60 +136,19 @@ def portal_command(port: int, emulator_url: str, workers: int = 1) -> list[str]:
 def start_portal(emulator_url: str, *, workers: int = 1, startup_timeout: float = 90) -> Portal:
     port = free_port()
     BENCH_DIR.mkdir(exist_ok=True)
-    log_path = BENCH_DIR / "portal.log"
     env = dict(os.environ)
     env.update({
         "DEBUG": "false",  # production settings
         "PORTAL_MAX_CONCURRENT_PER_USER": str(BENCH_QUOTA),
         "PYTHONUNBUFFERED": "1",
     })
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            portal_command(port, emulator_url, workers), cwd=PROJECT_DIR, env=env, stdin=subprocess.DEVNULL,
-            stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
-        )
-    portal = Portal(proc, port, log_path)
-    try:
-        wait_http(portal.url + "/accounts/login/", proc, startup_timeout, what="The portal")
-    except BaseException:
-        portal.stop()
-        raise
+    child = ChildProcess.start(
+        portal_command(port, emulator_url, workers), name="The portal", cwd=PROJECT_DIR, env=env,
+        output=BENCH_DIR / "portal.log", die_with_parent=True,
+    )
+    portal = Portal(child, port)
+    child.wait_ready(HttpAnswers(portal.url + "/accounts/login/"), startup_timeout, interval=0.1)
     return portal
-
-
-def wait_http(url: str, proc: subprocess.Popen | None, timeout: float, *, what: str) -> None:
-    """Poll a URL until it answers below 500 (the child's exit or the timeout is an error)."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with status {proc.returncode} before it was ready.")
-        try:
-            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=2)
-            try:
-                conn.request("GET", parts.path or "/")
-                if conn.getresponse().status < 500:
-                    return
-            finally:
-                conn.close()
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not answer {url} within {timeout:g} s.")
-        time.sleep(0.1)
-
-
-def stop_process(proc: subprocess.Popen | None, *, grace: float) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def emulator_active_streams(emulator_url: str) -> int:

@@ -16,7 +16,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from gateway_portal.bench.processes import PROJECT_DIR, Usage, die_with_parent, machine_busy_seconds, process_usage, tree_usage
+from gateway_portal.bench.processes import PROJECT_DIR, Usage, machine_busy_seconds, process_usage, tree_usage
+from gateway_portal.child_processes import die_with_parent
 
 
 @dataclass(frozen=True)

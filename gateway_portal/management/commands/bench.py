@@ -125,7 +125,7 @@ class Command(BaseCommand):
             proxy = litellm.start(executable, emulator_url, workers)
             started.append(proxy)
             info.litellm_commands.append(proxy.command_line().replace(str(PROJECT_DIR) + "/", ""))
-            watched.append(Watched(f"litellm-{workers}", proxy.proc.pid, tree=True))
+            watched.append(Watched(f"litellm-{workers}", proxy.child.pid, tree=True))
             targets.litellm[workers] = {"kind": "openai", "base": proxy.url, "token": litellm.MASTER_KEY, "model": "gpt-4"}
 
     def run_scenarios(self, plan, bench, emulator_url, user) -> dict:

@@ -16,10 +16,8 @@ import argparse
 import gc
 import os
 import secrets
-import select
 import signal
 import socket
-import subprocess
 import sys
 import time
 
@@ -29,6 +27,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from gateway_portal import embedded_db
+from gateway_portal.child_processes import ChildProcess, NotReady, PipeWritten, stop_together
 
 
 class Command(BaseCommand):
@@ -232,66 +231,54 @@ class _WorkerPool:
 
     def __init__(self, count, host, port, env):
         self.count, self.host, self.port, self.env = count, host, port, env
-        self.processes: list[tuple[subprocess.Popen, float]] = []
+        self.workers: list[tuple[ChildProcess, float]] = []  # each with when it got ready
 
     def start_all(self):
         # Started together, then waited for together: start-up costs one worker's time, not N.
         starting = [self.spawn() for _ in range(self.count)]
-        self.processes = [self.wait_ready(*pending) for pending in starting]
+        self.workers = [self.wait_ready(*pending) for pending in starting]
 
-    def spawn(self) -> tuple[subprocess.Popen, int]:
-        read_end, write_end = os.pipe()
+    def spawn(self) -> tuple[ChildProcess, PipeWritten]:
+        ready = PipeWritten()
         try:
-            process = subprocess.Popen(
+            # Dies with this process: a runportal killed with SIGKILL leaves no worker on the port.
+            worker = ChildProcess.start(
                 [sys.executable, sys.argv[0], "runportal", "--host", self.host, "--port", str(self.port),
-                 "--worker-ready-fd", str(write_end)],
-                env=self.env, pass_fds=(write_end,),
+                 "--worker-ready-fd", str(ready.write_fd)],
+                name="A worker process", env=self.env, hand_over_fds=(ready.write_fd,), die_with_parent=True,
             )
         except BaseException:
-            os.close(read_end)
+            ready.close()
             raise
-        finally:
-            os.close(write_end)
-        self.processes.append((process, time.monotonic()))  # so stop_all reaches it whatever happens next
-        return process, read_end
+        self.workers.append((worker, time.monotonic()))  # so stop_all reaches it whatever happens next
+        return worker, ready
 
-    def wait_ready(self, process: subprocess.Popen, read_end: int) -> tuple[subprocess.Popen, float]:
+    def wait_ready(self, worker: ChildProcess, ready: PipeWritten) -> tuple[ChildProcess, float]:
         try:
-            ready, _, _ = select.select([read_end], [], [], self.READY_TIMEOUT)
-            if not ready or not os.read(read_end, 1):
-                raise CommandError(f"A worker process (pid {process.pid}) did not start; see its errors above.")
-        finally:
-            os.close(read_end)
-        return process, time.monotonic()
+            worker.wait_ready(ready, self.READY_TIMEOUT)
+        except NotReady as exc:
+            raise CommandError(str(exc)) from None
+        return worker, time.monotonic()
 
     def supervise(self, stderr):
         while True:
             time.sleep(0.5)
-            for index, (process, started) in enumerate(self.processes):
-                if process.poll() is None:
+            for index, (worker, started) in enumerate(self.workers):
+                if worker.running():
                     continue
                 if time.monotonic() - started < self.MIN_LIFETIME:
                     raise CommandError(
-                        f"A worker process (pid {process.pid}) exited with status {process.returncode} right after "
+                        f"A worker process (pid {worker.pid}) exited with status {worker.returncode} right after "
                         "starting; see its errors above."
                     )
-                stderr.write(f"A worker process (pid {process.pid}) exited with status {process.returncode}; starting another.")
-                replacement, read_end = self.spawn()
-                self.processes[index] = self.processes.pop()  # spawn() appended it: the dead one's place
-                self.processes[index] = self.wait_ready(replacement, read_end)
+                stderr.write(f"A worker process (pid {worker.pid}) exited with status {worker.returncode}; starting another.")
+                replacement, ready = self.spawn()
+                self.workers[index] = self.workers.pop()  # spawn() appended it: the dead one's place
+                self.workers[index] = self.wait_ready(replacement, ready)
 
     def stop_all(self, timeout=20.0):
         # Each worker stores its answers in flight as cancelled before it exits (stop_answers).
-        for process, _ in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for process, _ in self.processes:
-            try:
-                process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_together([worker for worker, _ in self.workers], timeout)
 
 
 def _check_workers(workers, host):
