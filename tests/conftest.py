@@ -1,23 +1,20 @@
 """Shared fixtures: real Postgres (embedded unless DATABASE_URL is set), a real emulator process
-on a loopback socket, named users (alice owns things, bob is another user), and a logged-in
-websocket client speaking to the full ASGI application (session cookie, origin check and all).
+on a loopback socket, the cast of users (tests/helpers.py says who is who), a logged-in websocket
+client speaking to the full ASGI application (session cookie, origin check and all), and a real
+runportal process.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import sys
-import uuid
-from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.test import Client, override_settings
+from django.test import override_settings
 
 from chat.emulator.process import start_emulator
-from gateway_portal.child_processes import CAPTURE, ChildProcess, LinePrinted, NotReady, free_port
+from tests.helpers import ChatSocket, launch_portal, make_person, session_cookie_for
 
 # Fast, deterministic upstream for the suite; individual tests slow it down with directives.
 UPSTREAM_TEST_SETTINGS = dict(
@@ -74,53 +71,24 @@ async def _close_worker_thread_connections():
     await sync_to_async(connections.close_all)()
 
 
-def nonce() -> str:
-    """Makes a prompt unique, so the emulator's per-prompt fault counters start at zero."""
-    return uuid.uuid4().hex[:8]
-
-
 @pytest.fixture
 def alice(django_user_model):
-    return django_user_model.objects.create_user("alice", password="alice-password-1")
+    return make_person("alice")
 
 
 @pytest.fixture
 def bob(django_user_model):
-    return django_user_model.objects.create_user("bob", password="bob-password-1")
+    return make_person("bob")
 
 
-def session_cookie_for(user) -> str:
-    client = Client()
-    client.force_login(user)
-    return client.cookies["sessionid"].value
+@pytest.fixture
+def charlie(django_user_model):
+    return make_person("charlie")
 
 
-class ChatSocket:
-    """A browser's websocket to /ws/chat/, through the real ASGI stack."""
-
-    def __init__(self, communicator: WebsocketCommunicator):
-        self.communicator = communicator
-
-    async def send(self, **frame):
-        await self.communicator.send_to(text_data=json.dumps(frame))
-
-    async def send_raw(self, text):
-        await self.communicator.send_to(text_data=text)
-
-    async def receive(self, timeout=10):
-        return json.loads(await self.communicator.receive_from(timeout=timeout))
-
-    async def receive_until(self, *types, timeout=10):
-        """Frames up to and including the first whose type is in `types`."""
-        frames = []
-        while True:
-            frame = await self.receive(timeout=timeout)
-            frames.append(frame)
-            if frame["type"] in types:
-                return frames
-
-    async def close(self):
-        await self.communicator.disconnect()
+@pytest.fixture
+def olivia(django_user_model):
+    return make_person("olivia", officer=True)
 
 
 @pytest.fixture
@@ -144,60 +112,6 @@ async def open_socket():
     yield _open
     for socket in sockets:
         await socket.close()
-
-
-PROJECT = Path(__file__).resolve().parents[1]
-
-
-def _test_database_url() -> str:
-    from django.conf import settings
-
-    db = settings.DATABASES["default"]
-    host = db.get("HOST") or "127.0.0.1"
-    if host.startswith("/"):
-        return f"postgresql://{db['USER']}:{db.get('PASSWORD') or ''}@/{db['NAME']}?host={host}"
-    return f"postgresql://{db['USER']}:{db.get('PASSWORD') or ''}@{host}:{db.get('PORT') or 5432}/{db['NAME']}"
-
-
-class RunningPortal:
-    def __init__(self, child: ChildProcess, port: int):
-        self.child = child
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-
-    @property
-    def output(self) -> str:
-        return self.child.output()
-
-    def stop(self, timeout=20) -> str:
-        """SIGTERM, as a service manager would; returns all it printed, stopping included."""
-        if not self.child.stop(timeout):
-            raise AssertionError("runportal did not stop on SIGTERM")
-        return self.output
-
-
-def launch_portal(*args: str, **env: str) -> RunningPortal:
-    """`manage.py runportal` in its own process on the test database, with its own emulator."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": _test_database_url(),
-        "PORTAL_ADMIN_PASSWORD": "admin-password-1",
-        "EMULATOR_TTFT_MS": "200",
-        "EMULATOR_TOKENS_PER_SECOND": "60",
-        **env,
-    }
-    env.pop("GENESYS_CLIENT_ID", None)
-    # Dies with the test run: an interrupted run leaves no portal holding the test database.
-    child = ChildProcess.start(
-        [sys.executable, "manage.py", "runportal", "--port", str(port), *args],
-        name="runportal", cwd=PROJECT, env=env, output=CAPTURE, die_with_parent=True,
-    )
-    try:
-        child.wait_ready(LinePrinted("is running at"), 60)
-    except NotReady as exc:
-        pytest.fail(str(exc))
-    return RunningPortal(child, port)
 
 
 @pytest.fixture

@@ -9,10 +9,15 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def officer(client, django_user_model):
-    user = django_user_model.objects.create_superuser("officer", password="officer-password-1")
-    client.force_login(user)
+def officer(client, olivia):
+    client.force_login(olivia)
     return client
+
+
+def test_a_member_who_is_not_an_officer_cannot_open_the_compliance_admin(client, alice):
+    client.force_login(alice)
+    response = client.get("/admin/audit/auditentry/")
+    assert response.status_code == 302 and response.headers["Location"].startswith("/admin/login/")
 
 
 def test_seed_usage_adds_matching_audit_entries_and_usage_records():

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from audit.models import AuditEntry, UsageRecord
 from chat.models import Conversation, Message
-from tests.conftest import nonce
+from tests.helpers import nonce
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

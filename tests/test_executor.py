@@ -11,11 +11,11 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from audit.models import AuditEntry, UsageRecord
-from chat.actions import ConversationTranscript, NoTranscript
+from chat.actions import ConversationTranscript
 from chat.completion import API, COMMAND, CompletionRequest, Delta, Done, Failed, Started
 from chat.executor import ChatExecutor
 from chat.models import Conversation, Message
-from tests.conftest import nonce
+from tests.helpers import nonce
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -21,7 +21,7 @@ from django.core.management import CommandError, call_command
 from chat import answer_bus
 from chat.models import Message
 from gateway_portal.management.commands.runportal import _WorkerPool
-from tests.conftest import launch_portal, nonce, session_cookie_for
+from tests.helpers import launch_portal, nonce, session_cookie_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

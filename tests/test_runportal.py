@@ -8,7 +8,7 @@ import websockets
 from asgiref.sync import sync_to_async
 
 from chat.models import Message
-from tests.conftest import launch_portal, nonce, session_cookie_for
+from tests.helpers import launch_portal, nonce, session_cookie_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

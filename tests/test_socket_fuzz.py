@@ -19,7 +19,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from chat.models import Message
-from tests.conftest import nonce
+from tests.helpers import nonce
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

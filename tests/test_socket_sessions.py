@@ -10,7 +10,7 @@ from django.test import Client
 
 from chat.models import Message
 from gateway_portal.asgi import application
-from tests.conftest import ChatSocket, nonce
+from tests.helpers import ChatSocket, nonce
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -6,7 +6,7 @@ from django.test import override_settings
 
 from chat.upstream import errors
 from chat.upstream.genesys import Finish, GenesysClient, TextBatch, TokenManager, UpstreamTarget
-from tests.conftest import nonce
+from tests.helpers import nonce
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

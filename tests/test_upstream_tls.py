@@ -10,7 +10,7 @@ from django.test import override_settings
 from chat.emulator.process import start_emulator
 from chat.upstream import errors
 from chat.upstream.genesys import GenesysClient, TextBatch
-from tests.conftest import nonce
+from tests.helpers import nonce
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

@@ -5,7 +5,7 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from gateway_portal.asgi import application
-from tests.conftest import session_cookie_for
+from tests.helpers import session_cookie_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
