@@ -102,17 +102,7 @@ class ConversationTranscript:
         exchange.user_message_id, exchange.message_id = question.pk, answer.pk
 
     def finish(self, exchange: Exchange, outcome: Outcome, now: datetime) -> None:
-        stored = Message.objects.filter(pk=exchange.message_id).update(
-            content=outcome.text,
-            status=outcome.status,
-            finish_reason=outcome.finish_reason,
-            error_code=outcome.error_code,
-            error_detail=outcome.error_detail,
-            error_retryable=outcome.retryable,
-            filters=outcome.filters,
-            stats=outcome.stats(),
-            completed_at=now,
-        )
+        stored = Message.objects.filter(pk=exchange.message_id).update(**Message.fields_for(outcome), completed_at=now)
         if not stored:
             # The conversation was deleted while the answer streamed: the completion still
             # happened, so its audit entry is written, pointing at nothing.

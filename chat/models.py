@@ -68,6 +68,20 @@ class Message(models.Model):
     def __str__(self):
         return f"{self.role}: {self.content[:60]}"
 
+    @staticmethod
+    def fields_for(outcome: Outcome) -> dict:
+        """The columns that store an answer's outcome (outcome() reads them back)."""
+        return {
+            "content": outcome.text,
+            "status": outcome.status,
+            "finish_reason": outcome.finish_reason,
+            "error_code": outcome.error_code,
+            "error_detail": outcome.error_detail,
+            "error_retryable": outcome.retryable,
+            "filters": outcome.filters,
+            "stats": outcome.stats(),
+        }
+
     def outcome(self) -> Outcome:
         """How this answer ended, as stored."""
         stats = self.stats or {}
