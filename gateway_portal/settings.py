@@ -122,6 +122,18 @@ PORTAL_CONTENT_SECURITY_POLICY = env.str("PORTAL_CONTENT_SECURITY_POLICY", defau
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
+# Mail, used only for password reset (gateway_portal/accounts.py): an EMAIL_URL such as
+# smtp+tls://user:password@mail.example.com:587. Without it reset is not offered and the log-in
+# page says whom to ask instead.
+EMAIL_URL = env.str("EMAIL_URL", default="")
+if EMAIL_URL:
+    globals().update(env.email_url_config(EMAIL_URL))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="webmaster@localhost")
+PORTAL_PASSWORD_RESET = bool(EMAIL_URL)
+PORTAL_PASSWORD_HELP = env.str(
+    "PORTAL_PASSWORD_HELP", default="Forgot your password? Ask your portal administrator to reset it."
+)
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
 USE_I18N = True
