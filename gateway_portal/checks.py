@@ -31,6 +31,7 @@ def _number_from(setting, low, *, whole=True, high=None, id):
 def portal_settings(app_configs=None, **kwargs):
     from chat.filters import FILTERS
     from chat.validation import TEMPERATURE_MAX, TEMPERATURE_MIN
+    from gateway_portal import db_pool
 
     errors = []
     unknown = [name for name in settings.PORTAL_SAFETY_FILTERS if name not in FILTERS]
@@ -62,6 +63,9 @@ def portal_settings(app_configs=None, **kwargs):
             errors.append(_error(setting, getattr(settings, setting), "a number of seconds above 0", id))
     errors += _number_from("UPSTREAM_BACKOFF_BASE", 0, whole=False, id="portal.E017")
     errors += _number_from("UPSTREAM_BACKOFF_MAX", settings.UPSTREAM_BACKOFF_BASE, whole=False, id="portal.E018")
+    errors += _number_from("DB_POOL_MAX_SIZE", db_pool.MIN_PER_PROCESS, id="portal.E020")
+    if not settings.DB_POOL_TIMEOUT > 0:
+        errors.append(_error("DB_POOL_TIMEOUT", settings.DB_POOL_TIMEOUT, "a number of seconds above 0", "portal.E021"))
     verify = settings.UPSTREAM_TLS_VERIFY
     if isinstance(verify, str) and not os.path.isfile(verify):
         errors.append(_error(

@@ -82,8 +82,21 @@ DATABASES = {
 }
 if EMBEDDED_DATABASE:  # the unix socket directory arrives as ?host=…; Django wants it in HOST
     DATABASES["default"]["HOST"] = DATABASES["default"].get("OPTIONS", {}).pop("host", "")
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
+# Each process borrows connections from a pool and gives them back after each request or ORM call
+# of an answer (gateway_portal/db_pool.py says why, and how runportal sizes it for --workers).
+# CONN_MAX_AGE must be 0 with a pool: "closing" a connection returns it.
+DB_POOL_MAX_SIZE = env.int("DB_POOL_MAX_SIZE", default=20)
+DB_POOL_TIMEOUT = env.float("DB_POOL_TIMEOUT", default=30.0)
+DATABASES["default"]["CONN_MAX_AGE"] = 0
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+    "min_size": min(2, DB_POOL_MAX_SIZE),
+    "max_size": DB_POOL_MAX_SIZE,
+    "timeout": DB_POOL_TIMEOUT,
+    # Connections above min_size idle for a minute are closed: a quiet process gives back what a
+    # burst took.
+    "max_idle": 60,
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # One cache shared by every process: Redis when REDIS_URL is set, else a Postgres table. It holds

@@ -39,6 +39,7 @@ def test_a_typo_in_the_safety_filters_stops_runportal_with_a_sentence():
         ("PORTAL_RELAY_INTERVAL_MS", "-5", "PORTAL_RELAY_INTERVAL_MS=-5.0 is not allowed: a number of at least 0"),
         ("UPSTREAM_MAX_ATTEMPTS", "0", "UPSTREAM_MAX_ATTEMPTS=0 is not allowed: a whole number of at least 1"),
         ("UPSTREAM_READ_TIMEOUT", "0", "UPSTREAM_READ_TIMEOUT=0.0 is not allowed: a number of seconds above 0"),
+        ("DB_POOL_MAX_SIZE", "2", "DB_POOL_MAX_SIZE=2 is not allowed: a whole number of at least 4"),
         ("UPSTREAM_TLS_VERIFY", "/nowhere/ca.pem", "UPSTREAM_TLS_VERIFY=/nowhere/ca.pem is not allowed: true, false, or the path of a CA bundle file"),
     ],
 )
