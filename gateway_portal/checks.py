@@ -32,6 +32,7 @@ def portal_settings(app_configs=None, **kwargs):
     from chat.filters import FILTERS
     from chat.validation import TEMPERATURE_MAX, TEMPERATURE_MIN
     from gateway_portal import db_pool
+    from gateway_portal.accounts import LOCKOUT_BY
 
     errors = []
     unknown = [name for name in settings.PORTAL_SAFETY_FILTERS if name not in FILTERS]
@@ -66,6 +67,17 @@ def portal_settings(app_configs=None, **kwargs):
     errors += _number_from("DB_POOL_MAX_SIZE", db_pool.MIN_PER_PROCESS, id="portal.E020")
     if not settings.DB_POOL_TIMEOUT > 0:
         errors.append(_error("DB_POOL_TIMEOUT", settings.DB_POOL_TIMEOUT, "a number of seconds above 0", "portal.E021"))
+    errors += _number_from("PORTAL_LOGIN_FAILURE_LIMIT", 1, id="portal.E022")
+    if not settings.PORTAL_LOGIN_LOCKOUT_MINUTES > 0:
+        errors.append(_error(
+            "PORTAL_LOGIN_LOCKOUT_MINUTES", settings.PORTAL_LOGIN_LOCKOUT_MINUTES, "a number of minutes above 0", "portal.E023",
+        ))
+    lockout_by = settings.PORTAL_LOGIN_LOCKOUT_BY
+    if not lockout_by or any(name not in LOCKOUT_BY for name in lockout_by):
+        errors.append(_error(
+            "PORTAL_LOGIN_LOCKOUT_BY", ",".join(lockout_by),
+            f"{', '.join(LOCKOUT_BY)}, or both (comma-separated)", "portal.E024",
+        ))
     verify = settings.UPSTREAM_TLS_VERIFY
     if isinstance(verify, str) and not os.path.isfile(verify):
         errors.append(_error(

