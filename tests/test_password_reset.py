@@ -30,6 +30,8 @@ def test_with_mail_the_login_page_offers_a_reset_and_the_mail_carries_a_working_
     page = client.get("/accounts/login/")
     assert b'href="/accounts/password_reset/"' in page.content
     assert b"Ask your portal administrator" not in page.content
+    form = client.get("/accounts/password_reset/")
+    assert b"Reset your password" in form.content and b"Django administration" not in form.content
     response = client.post("/accounts/password_reset/", {"email": "alice@example.com"})
     assert response.status_code == 302 and response["Location"] == "/accounts/password_reset/done/"
     assert len(mailoutbox) == 1 and mailoutbox[0].to == ["alice@example.com"]
@@ -38,4 +40,5 @@ def test_with_mail_the_login_page_offers_a_reset_and_the_mail_carries_a_working_
     assert form.status_code == 200 and b"new_password1" in form.content
     done = client.post(form.redirect_chain[-1][0], {"new_password1": "a-new-password-77", "new_password2": "a-new-password-77"})
     assert done.status_code == 302
+    assert b"Your password is set" in client.get(done["Location"]).content
     assert client.post("/accounts/login/", {"username": "alice", "password": "a-new-password-77"}).status_code == 302
