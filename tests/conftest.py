@@ -28,11 +28,15 @@ UPSTREAM_TEST_SETTINGS = dict(
 
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings():
-    """Close connections after each sync_to_async call (the executor's thread pool), so the test
-    database can be dropped at the end; the portal itself keeps them for DB_CONN_MAX_AGE."""
+    """Plain connections in the test process, closed after each sync_to_async call (the executor's
+    thread pool), so the test database can be dropped at the end. Not the portal's pool: channels'
+    WebsocketCommunicator turns close_old_connections into a no-op while it runs, so answers run
+    in-process never give their connections back and a pool would run dry. The `runportal`
+    processes the tests start do use the pool (tests/test_crowd.py)."""
     from django.conf import settings
 
     settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+    settings.DATABASES["default"]["OPTIONS"].pop("pool", None)
 
 
 @pytest.fixture(scope="session")

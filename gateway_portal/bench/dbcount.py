@@ -2,9 +2,10 @@
 
 The executor is run exactly as the consumer runs it (`ChatExecutor().stream(...)`), against the
 bench's emulator, with a counter on every database connection of the process: Django's
-`execute_wrapper` sees each SQL statement; `commit` and the connection health check are counted
-too, because each is a round trip to Postgres that `execute_wrapper` does not see (and so is the
-BEGIN psycopg sends before a transaction's first statement: one per commit).
+`execute_wrapper` sees each SQL statement; `commit` and the connection health check (Django's, or
+the pool's on each borrow) are counted too, because each is a round trip to Postgres that
+`execute_wrapper` does not see (and so is the BEGIN psycopg sends before a transaction's first
+statement: one per commit).
 """
 
 from __future__ import annotations
@@ -58,6 +59,22 @@ class DatabaseCounter:
 
         # Instance attributes shadow the methods on this connection object only.
         connection.commit, connection.is_usable = counted_commit, counted_is_usable
+        self.attach_to_pool(connection.pool)
+
+    def attach_to_pool(self, pool) -> None:
+        """With a connection pool (gateway_portal/db_pool.py) the health check is the pool's: an
+        empty query on every borrow, which neither execute_wrapper nor is_usable sees. psycopg_pool
+        keeps that callback in `_check`; it is wrapped once per pool."""
+        if pool is None or pool._check is None or getattr(pool, "_bench_counter", None) is self:
+            return
+        check = getattr(pool, "_bench_uncounted_check", pool._check)
+
+        def counted_check(conn):
+            with self.lock:
+                self.health_checks += 1
+            return check(conn)
+
+        pool._bench_uncounted_check, pool._check, pool._bench_counter = check, counted_check, self
 
     def on_connection_created(self, sender, connection, **kwargs) -> None:
         self.attach(connection)

@@ -403,8 +403,8 @@ def scenario5(s5: dict) -> list[str]:
         "",
         "Counted in the bench process around `ChatExecutor().stream()` (from the request to its final event), "
         "against the emulator at full speed, with Django's `execute_wrapper` on every connection. *Commits* are "
-        "transactions (each also costs a BEGIN round trip); *health checks* are the `SELECT 1` of "
-        "`CONN_HEALTH_CHECKS` when a kept connection is reused. Three runs per size. Replies cannot be longer "
+        "transactions (each also costs a BEGIN round trip); *health checks* are the empty query the connection "
+        "pool runs on each borrow (`CONN_HEALTH_CHECKS`). Three runs per size. Replies cannot be longer "
         f"than max_tokens = {s5['max_tokens']:,} (the protocol's limit), so a 10,000-token request is cut there "
         "(finish reason `length`).",
         "",

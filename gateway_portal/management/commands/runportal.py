@@ -26,7 +26,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from gateway_portal import embedded_db
+from gateway_portal import db_pool, embedded_db
 from gateway_portal.child_processes import ChildProcess, NotReady, PipeWritten, stop_together
 
 
@@ -74,6 +74,7 @@ class Command(BaseCommand):
             call_command("migrate", interactive=False, verbosity=0)
             emulator = self.start_upstream(emulator_port, emulator_url)
             login = "" if no_admin else self.ensure_admin()
+            self.size_connection_pools(workers)
             if workers > 1:
                 self.run_workers(workers, host, port, url, began, login)
             else:
@@ -95,6 +96,23 @@ class Command(BaseCommand):
         else:
             db = settings.DATABASES["default"]
             self.stdout.write(f"Database: PostgreSQL {db.get('NAME')} at {db.get('HOST') or 'local socket'} (DATABASE_URL).")
+
+    def size_connection_pools(self, workers):
+        """Give each server process an equal share of the connections PostgreSQL allows now."""
+        allowance = db_pool.measure()
+        per_process = allowance.per_process(workers)
+        processes = f"{workers} server processes" if workers > 1 else "one server process"
+        if per_process < db_pool.MIN_PER_PROCESS:
+            raise CommandError(
+                f"PostgreSQL lets the portal open only {allowance.free} more connections ({allowance.reason}); "
+                f"{processes} need at least {db_pool.MIN_PER_PROCESS} each, plus {db_pool.SPARE} spare. "
+                "Raise max_connections (or the role's CONNECTION LIMIT), or run fewer --workers."
+            )
+        db_pool.resize(per_process)
+        self.stdout.write(
+            f"Database connections: up to {per_process} per server process ({processes}; "
+            f"{allowance.free} free now, {allowance.reason})."
+        )
 
     def start_upstream(self, emulator_port, emulator_url):
         from chat.upstream.genesys import UpstreamTarget
@@ -171,7 +189,7 @@ class Command(BaseCommand):
 
     def run_workers(self, workers, host, port, url, began, login):
         """Start the worker processes, restart one that dies, stop them all on Ctrl-C/SIGTERM."""
-        env = {**os.environ, "EMULATOR_URL": settings.EMULATOR_URL}
+        env = {**os.environ, "EMULATOR_URL": settings.EMULATOR_URL, "DB_POOL_MAX_SIZE": str(settings.DB_POOL_MAX_SIZE)}
         pool = _WorkerPool(workers, host, port, env)
         try:
             pool.start_all()
