@@ -28,6 +28,7 @@ def completion_rows(exchange: Exchange, outcome: Outcome, *, audit_id: str, when
         "audit_id": audit_id,
         "request_id": exchange.request_id,
         "user_id": exchange.user_id,
+        "team_id": exchange.team_id,
         "conversation_id": exchange.conversation_id,
         "message_id": exchange.message_id,
         "model_id": exchange.model_id,
@@ -41,6 +42,7 @@ def completion_rows(exchange: Exchange, outcome: Outcome, *, audit_id: str, when
     usage = {
         "request_id": exchange.request_id,
         "user_id": exchange.user_id,
+        "team_id": exchange.team_id,
         "model_id": exchange.model_id,
         "status": status,
         "latency_ms": outcome.latency_ms,

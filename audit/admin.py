@@ -12,6 +12,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Q
 
 from audit.models import AuditEntry, UsageRecord
+from gateway_portal.models import Team
 
 
 class ModelFilter(admin.SimpleListFilter):
@@ -25,11 +26,22 @@ class ModelFilter(admin.SimpleListFilter):
         return queryset.filter(model_id=self.value()) if self.value() else queryset
 
 
+class TeamFilter(admin.SimpleListFilter):
+    title = "team"
+    parameter_name = "team"
+
+    def lookups(self, request, model_admin):
+        return [(team.pk, team.name) for team in Team.objects.all()]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(team_id=self.value()) if self.value() else queryset
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Compliance records are evidence: they can be read and searched, never edited here."""
 
     list_filter = ("status", ("timestamp", admin.DateFieldListFilter), ModelFilter)
-    list_select_related = ("user",)
+    list_select_related = ("user", "team")
     show_full_result_count = False
     list_per_page = 50
 
@@ -57,8 +69,8 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(AuditEntry)
 class AuditEntryAdmin(ReadOnlyAdmin):
-    list_display = ("audit_id", "timestamp", "user", "model_id", "status", "safety_filtered", "request_id")
-    list_filter = ("status", "safety_filtered", ("timestamp", admin.DateFieldListFilter), ModelFilter)
+    list_display = ("audit_id", "timestamp", "user", "team", "model_id", "status", "safety_filtered", "request_id")
+    list_filter = ("status", "safety_filtered", ("timestamp", admin.DateFieldListFilter), ModelFilter, TeamFilter)
     search_fields = ("audit_id", "request_id", "user__username")  # see get_search_results
     search_help_text = "Exact audit id (AUD-…), request id (req-…) or user name."
 
@@ -66,9 +78,9 @@ class AuditEntryAdmin(ReadOnlyAdmin):
 @admin.register(UsageRecord)
 class UsageRecordAdmin(ReadOnlyAdmin):
     list_display = (
-        "request_id", "timestamp", "user", "model_id", "status", "input_tokens", "output_tokens", "ttft_ms",
+        "request_id", "timestamp", "user", "team", "model_id", "status", "input_tokens", "output_tokens", "ttft_ms",
         "latency_ms", "tokens_per_second",
     )
-    list_filter = ("status", "token_source", ("timestamp", admin.DateFieldListFilter), ModelFilter)
+    list_filter = ("status", "token_source", ("timestamp", admin.DateFieldListFilter), ModelFilter, TeamFilter)
     search_fields = ("request_id", "user__username")  # see get_search_results
     search_help_text = "Exact request id (req-…) or user name."

@@ -25,6 +25,7 @@ class AuditEntry(models.Model):
     audit_id = models.CharField(max_length=16, unique=True, default=new_audit_id, editable=False)
     request_id = models.CharField(max_length=64, db_index=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    team = models.ForeignKey("gateway_portal.Team", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     conversation = models.ForeignKey("chat.Conversation", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     message = models.ForeignKey("chat.Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     model_id = models.CharField(max_length=100)
@@ -38,7 +39,11 @@ class AuditEntry(models.Model):
     class Meta:
         verbose_name_plural = "audit entries"
         ordering = ["-timestamp"]
-        indexes = [models.Index(fields=["user", "-timestamp"]), models.Index(fields=["status", "-timestamp"])]
+        indexes = [
+            models.Index(fields=["user", "-timestamp"]),
+            models.Index(fields=["status", "-timestamp"]),
+            models.Index(fields=["team", "-timestamp"]),
+        ]
 
     def __str__(self):
         return self.audit_id
@@ -53,6 +58,7 @@ class UsageRecord(models.Model):
 
     request_id = models.CharField(max_length=64, db_index=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    team = models.ForeignKey("gateway_portal.Team", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     model_id = models.CharField(max_length=100)
     status = models.CharField(max_length=16, choices=Status.choices)
     latency_ms = models.PositiveIntegerField()
@@ -67,7 +73,11 @@ class UsageRecord(models.Model):
 
     class Meta:
         ordering = ["-timestamp"]
-        indexes = [models.Index(fields=["user", "-timestamp"]), models.Index(fields=["model_id", "-timestamp"])]
+        indexes = [
+            models.Index(fields=["user", "-timestamp"]),
+            models.Index(fields=["model_id", "-timestamp"]),
+            models.Index(fields=["team", "-timestamp"]),
+        ]
 
     def __str__(self):
         return f"{self.request_id} {self.model_id} {self.output_tokens} tokens"

@@ -1,31 +1,49 @@
 """Who may see and do what with conversations and answers: the one gate.
 
-Every page, socket action and the answer bus ask here; none filters by owner itself. What is not
-visible to someone does not exist for them: callers answer 404 or "not found", never "forbidden",
-so an id reveals nothing. Teams, sharing and the compliance officer's read-everything role change
-these functions only.
+Every page, socket action and the answer bus ask here; none filters by owner or team itself.
+What is not visible to someone does not exist for them: callers answer 404 or "not found", never
+"forbidden", so an id reveals nothing.
+
+    a person            reads and writes their own conversations (while in the conversation's
+                        team), and reads the conversations teammates share with a team of theirs
+    a compliance officer, a superuser   read everything, in the admin (audit/admin.py, chat/admin.py)
 """
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from chat.models import Conversation, Message
 
 
+def own_conversations(user) -> QuerySet[Conversation]:
+    """The person's own conversations: their sidebar."""
+    return Conversation.objects.filter(user=user)
+
+
+def shared_with(user) -> QuerySet[Conversation]:
+    """Teammates' conversations shared with a team the person belongs to (not their own)."""
+    return Conversation.objects.filter(shared=True, team__memberships__user=user).exclude(user=user)
+
+
 def conversations_visible_to(user) -> QuerySet[Conversation]:
     """The conversations this person may open and read."""
-    return Conversation.objects.filter(user=user)
+    return Conversation.objects.filter(Q(user=user) | Q(shared=True, team__memberships__user=user))
 
 
 def conversations_writable_by(user) -> QuerySet[Conversation]:
-    """The conversations this person may send into (their own)."""
-    return Conversation.objects.filter(user=user)
+    """The conversations this person may send into: their own, in a team they still belong to."""
+    return Conversation.objects.filter(user=user, team__memberships__user=user)
 
 
 def answers_visible_to(user) -> QuerySet[Message]:
-    """The answers this person may read, follow after a reload, and see the end of."""
+    """The answers this person may read and see the end of."""
     return Message.objects.filter(role=Message.Role.ASSISTANT, conversation__in=conversations_visible_to(user))
+
+
+def answers_of(user) -> QuerySet[Message]:
+    """The answers of the person's own questions: the ones they may Stop."""
+    return Message.objects.filter(role=Message.Role.ASSISTANT, conversation__in=own_conversations(user))
 
 
 def may_steer_answer(user_id: int, owner_id: int) -> bool:

@@ -50,6 +50,7 @@ class ConversationTranscript:
 
     def __init__(self, conversation_id: int | None = None, *, process_channel: str = ""):
         self.conversation_id = conversation_id
+        self.team_id: int | None = None  # an existing conversation's: it stays in its team
         # Where Stop and follow requests for the answer reach the process generating it.
         self.process_channel = process_channel
 
@@ -60,9 +61,10 @@ class ConversationTranscript:
         return title, earlier + list(request.messages)
 
     def _read(self, user) -> tuple[str, list[dict]]:
-        title = access.conversations_writable_by(user).filter(pk=self.conversation_id).values_list("title", flat=True).first()
-        if title is None:
+        found = access.conversations_writable_by(user).filter(pk=self.conversation_id).values_list("title", "team_id").first()
+        if found is None:
             raise NotFound()
+        title, self.team_id = found
         earlier = [
             {"role": role, "content": text}
             for role, text in Message.objects.filter(conversation_id=self.conversation_id)
@@ -79,17 +81,26 @@ class ConversationTranscript:
         """Store the question (the last message, already validated) and an empty answer."""
         content = exchange.messages[-1]["content"]
         conversation_id = self.conversation_id
+        if self.team_id is not None:
+            exchange.team_id = self.team_id
         with transaction.atomic():
             if conversation_id is None:
                 exchange.title = Conversation.title_from(content)
-                conversation_id = Conversation.objects.create(user=user, title=exchange.title).pk
+                conversation_id = Conversation.objects.create(user=user, team_id=exchange.team_id, title=exchange.title).pk
             elif not access.conversations_writable_by(user).filter(pk=conversation_id).update(updated_at=timezone.now()):
                 raise NotFound()  # deleted since its history was read
             question, answer = Message.objects.bulk_create(
                 [
-                    Message(conversation_id=conversation_id, role=Message.Role.USER, content=content, request_id=exchange.request_id),
                     Message(
                         conversation_id=conversation_id,
+                        team_id=exchange.team_id,
+                        role=Message.Role.USER,
+                        content=content,
+                        request_id=exchange.request_id,
+                    ),
+                    Message(
+                        conversation_id=conversation_id,
+                        team_id=exchange.team_id,
                         role=Message.Role.ASSISTANT,
                         status=Message.Status.STREAMING,
                         model_id=exchange.model_id,

@@ -14,11 +14,12 @@ class MessageInline(admin.TabularInline):
 
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):
-    list_display = ("title", "user", "created_at", "updated_at")
-    list_select_related = ("user",)
+    list_display = ("title", "user", "team", "shared", "created_at", "updated_at")
+    list_filter = ("team", "shared")
+    list_select_related = ("user", "team")
     search_fields = ("title", "user__username")
     date_hierarchy = "updated_at"
-    readonly_fields = ("user", "title", "created_at", "updated_at")
+    readonly_fields = ("user", "team", "shared", "title", "created_at", "updated_at")
     inlines = [MessageInline]
 
     def has_add_permission(self, request):

@@ -32,7 +32,7 @@ class CompletionRequest:
     model_id: str
     temperature: float
     max_tokens: int
-    team: object | None = None  # the team the person acts for (teams arrive with the governance issue)
+    team: object | None = None  # the gateway_portal.Team the person acts for
     client: str = BROWSER
 
 
@@ -40,6 +40,7 @@ class CompletionRequest:
 class Exchange:
     request_id: str
     user_id: int
+    team_id: int | None
     client: str
     messages: list[dict]  # what is sent upstream, the new question last
     model_id: str

@@ -21,6 +21,7 @@ from chat.errors import BadFrame, NotFound, NotRunning, PortalError, Unauthentic
 from chat.frames import error_frame, frame_for, snapshot_frame, stored_final_frame
 from chat.generations import Generation
 from chat.models import Message
+from gateway_portal.models import current_team, teams_of
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close(code=UNAUTHENTICATED_CLOSE_CODE)
             return
         self.relays: set[asyncio.Task] = set()
+        self.teams = None  # team id -> Team, read on the first question
+        self.current_team_id = None
         self.groups_joined = [socket_sessions.person_group(self.user.pk)]
         session_key = getattr(self.scope.get("session"), "session_key", None)
         if session_key:
@@ -76,7 +79,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await self.resume(frame)
             else:
                 await self.stop(frame)
-        except BadFrame as exc:
+        except PortalError as exc:
             await self.send_error(exc)
 
     def parse(self, text_data) -> dict:
@@ -101,6 +104,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         conversation = frame.get("conversation")
         if conversation is not None and not _is_id(conversation):
             raise BadFrame('"conversation" must be a conversation id or null.')
+        team = frame.get("team")
+        if team is not None and not _is_id(team):
+            raise BadFrame('"team" must be the id of one of your teams, or left out.')
         if not isinstance(frame.get("content"), str):
             raise BadFrame('"send" needs the "content" of the message as text.')
         model = frame.get("model", settings.PORTAL_DEFAULT_MODEL)
@@ -115,6 +121,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         max_tokens = frame.get("max_tokens", settings.PORTAL_DEFAULT_MAX_TOKENS)
         request = CompletionRequest(
             user=self.user,
+            team=await self.team_for(frame.get("team")),
             messages=[{"role": "user", "content": frame["content"]}],
             model_id=frame.get("model", settings.PORTAL_DEFAULT_MODEL),
             temperature=frame.get("temperature", settings.PORTAL_DEFAULT_TEMPERATURE),
@@ -124,6 +131,23 @@ class ChatConsumer(AsyncWebsocketConsumer):
         transcript = ConversationTranscript(frame.get("conversation"), process_channel=await answer_bus.process_channel())
         generation = Generation(request, transcript)
         self.follow(generation, generation.first_reader)
+
+    async def team_for(self, wanted: int | None):
+        """The team a new question is asked for: the one the page picked, else the person's
+        current one. Memberships are read once per socket, and again for a team not seen yet."""
+        if self.teams is None or (wanted is not None and wanted not in self.teams):
+            self.teams, self.current_team_id = await self.memberships()
+        team = self.teams.get(wanted if wanted is not None else self.current_team_id)
+        if team is None:
+            if not self.teams:
+                raise NotFound("You are not in any team yet, so you cannot chat. Ask a team admin to add you to one.")
+            raise NotFound("You are not a member of that team. Pick one of yours.")
+        return team
+
+    @database_sync_to_async
+    def memberships(self):
+        current = current_team(self.user)
+        return {team.pk: team for team in teams_of(self.user)}, current.pk if current else None
 
     async def resume(self, frame: dict):
         """Follow an answer again after a reconnect or reload: the text so far, then live deltas."""
@@ -183,8 +207,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send_error(NotRunning(), message=message_id)
 
     @database_sync_to_async
-    def stored_answer(self, message_id):
-        return access.answers_visible_to(self.user).filter(pk=message_id).first()
+    def stored_answer(self, message_id, *, own=False):
+        answers = access.answers_of(self.user) if own else access.answers_visible_to(self.user)
+        return answers.filter(pk=message_id).first()
 
     def follow(self, generation: Generation, reader):
         relay = asyncio.create_task(self.relay(generation, reader))
@@ -206,7 +231,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if generation is not None:
             generation.stop()
             return
-        message = await self.stored_answer(message_id)
+        message = await self.stored_answer(message_id, own=True)
         if message is not None and message.status == Message.Status.STREAMING:
             if await answer_bus.stop(message.process_channel, message_id=message_id, user_id=self.user.pk):
                 return

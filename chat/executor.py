@@ -84,6 +84,7 @@ class ChatExecutor:
             exchange = Exchange(
                 request_id=request_id,
                 user_id=request.user.pk,
+                team_id=request.team.pk if request.team is not None else None,
                 client=request.client,
                 messages=messages,
                 model_id=request.model_id,

@@ -7,13 +7,16 @@ from chat.completion import Outcome
 
 class Conversation(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
+    # The team the person chats for in it (gateway_portal/models.py); teammates may read it when shared.
+    team = models.ForeignKey("gateway_portal.Team", on_delete=models.PROTECT, related_name="conversations")
+    shared = models.BooleanField(default=False, help_text="Teammates may open it read-only.")
     title = models.CharField(max_length=200)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
         ordering = ["-updated_at"]
-        indexes = [models.Index(fields=["user", "-updated_at"])]
+        indexes = [models.Index(fields=["user", "-updated_at"]), models.Index(fields=["team", "-updated_at"], condition=models.Q(shared=True), name="chat_shared_by_team")]
 
     def __str__(self):
         return self.title
@@ -40,6 +43,7 @@ class Message(models.Model):
         CANCELLED = "cancelled"
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    team = models.ForeignKey("gateway_portal.Team", on_delete=models.PROTECT, related_name="+")
     role = models.CharField(max_length=16, choices=Role.choices)
     content = models.TextField(blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)

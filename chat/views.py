@@ -3,21 +3,25 @@
 Everything live (sending, streaming, stop, errors) goes over the websocket at /ws/chat/ and is
 drawn by the scripts in static/chat/ (docs/ARCHITECTURE.md); this view only renders the page and
 hands the stored conversation to them as a json_script payload (id "chat-data"), each message in
-the shape of `Message.to_dict()`. Two queries per page besides the session and user: the sidebar
-list and the open conversation's messages.
+the shape of `Message.to_dict()`. Besides the session and user: the sidebar's two lists, the
+person's teams, and the open conversation with its messages.
 """
 
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib import messages as flash
 from django.contrib.auth.mixins import LoginRequiredMixin
-from django.shortcuts import get_object_or_404, resolve_url
+from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect, resolve_url
 from django.urls import reverse
 from django.utils import timezone
+from django.views import View
 from django.views.generic import TemplateView
 
 from chat import access
 from chat.models import Message
+from gateway_portal.models import choose_team, current_team, teams_of
 from chat.validation import TEMPERATURE_MAX, TEMPERATURE_MIN
 
 SIDEBAR_LIMIT = 200
@@ -54,7 +58,8 @@ def _conversation_url_template() -> str:
 
 
 class ChatView(LoginRequiredMixin, TemplateView):
-    """`/` is a new chat; `/c/<pk>/` opens one of the person's own conversations (404 otherwise)."""
+    """`/` is a new chat (for the person's current team); `/c/<pk>/` opens a conversation they may
+    read: their own, or one a teammate shared with their team (read-only); anything else is 404."""
 
     template_name = "chat/chat.html"
 
@@ -64,18 +69,22 @@ class ChatView(LoginRequiredMixin, TemplateView):
         pk = self.kwargs.get("pk")
 
         sidebar = list(
-            access.conversations_visible_to(user)
+            access.own_conversations(user)
             .only("id", "title", "updated_at")
+            .order_by("-updated_at", "-id")[:SIDEBAR_LIMIT]
+        )
+        shared = list(
+            access.shared_with(user)
+            .select_related("user", "team")
+            .only("id", "title", "updated_at", "user__username", "team__name")
             .order_by("-updated_at", "-id")[:SIDEBAR_LIMIT]
         )
         conversation = None
         messages = []
         if pk is not None:
-            conversation = next((c for c in sidebar if c.pk == pk), None)
-            if conversation is None:  # older than the sidebar's window, or not this person's
-                conversation = get_object_or_404(
-                    access.conversations_visible_to(user).only("id", "title", "updated_at"), pk=pk
-                )
+            conversation = get_object_or_404(
+                access.conversations_visible_to(user).distinct().select_related("team", "user"), pk=pk
+            )
             messages = [
                 message.to_dict()
                 for message in Message.objects.filter(conversation_id=conversation.pk)
@@ -84,9 +93,16 @@ class ChatView(LoginRequiredMixin, TemplateView):
                 .defer("request_id", "process_channel", "created_at", "completed_at")
             ]
 
+        teams = list(teams_of(user))
+        team = current_team(user)
+        read_only = conversation is not None and conversation.user_id != user.pk
         context.update(
             conversation=conversation,
             conversation_groups=group_by_day(sidebar),
+            shared_conversations=shared,
+            teams=teams,
+            current_team=team,
+            read_only=read_only,
             has_messages=bool(messages),
             chat_data={
                 "conversation": conversation.pk if conversation else None,
@@ -108,3 +124,35 @@ class ChatView(LoginRequiredMixin, TemplateView):
             },
         )
         return context
+
+
+class ShareView(LoginRequiredMixin, View):
+    """POST /c/<pk>/share/ with shared=1 or 0: the owner shares a conversation with its team
+    (read-only for teammates) or stops sharing it, which takes effect at once."""
+
+    def post(self, request, pk):
+        conversation = access.own_conversations(request.user).filter(pk=pk).first()
+        if conversation is None:
+            raise Http404
+        conversation.shared = request.POST.get("shared") == "1"
+        conversation.save(update_fields=["shared"])
+        if conversation.shared:
+            flash.success(request, f"Shared with {conversation.team.name}: its members can read it, not write in it.")
+        else:
+            flash.success(request, "No longer shared: only you can open it.")
+        return redirect(conversation)
+
+
+class ChooseTeamView(LoginRequiredMixin, View):
+    """POST /team/ with team=<id>: chat for that team from now on (remembered) in a new chat."""
+
+    def post(self, request):
+        try:
+            team = choose_team(request.user, int(request.POST.get("team", "")))
+        except ValueError:
+            team = None
+        if team is None:
+            flash.error(request, "You are not a member of that team.")
+        else:
+            flash.success(request, f"New questions are asked for {team.name}.")
+        return redirect("chat:index")

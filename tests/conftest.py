@@ -77,17 +77,17 @@ async def _close_worker_thread_connections():
 
 @pytest.fixture
 def alice(django_user_model):
-    return make_person("alice")
+    return make_person("alice", team="Red")
 
 
 @pytest.fixture
 def bob(django_user_model):
-    return make_person("bob")
+    return make_person("bob", team="Red")
 
 
 @pytest.fixture
 def charlie(django_user_model):
-    return make_person("charlie")
+    return make_person("charlie", team="Blue")
 
 
 @pytest.fixture

@@ -3,11 +3,11 @@
 The cast (as healthchecks' tests name theirs), made by the fixtures of the same names in
 tests/conftest.py:
 
-    alice    the owner: her conversations, answers and audit entries are the ones under test
-    bob      a teammate: another member of the portal, who sees nothing of alice's unless shared
-    charlie  an outsider: another person again (another team, once teams exist)
-    olivia   a compliance officer: staff who may read the audit trail and transcripts in the
-             admin, and change nothing
+    alice    the owner, in team Red: her conversations, answers and audit entries are under test
+    bob      a teammate, in team Red: sees nothing of alice's unless she shares it with Red
+    charlie  an outsider, in team Blue: never sees anything of alice's
+    olivia   a compliance officer (in the default team): staff who may read the audit trail and
+             transcripts in the admin, and change nothing
 
 Tests import from here, never from conftest.py.
 """
@@ -32,11 +32,23 @@ PROJECT = Path(__file__).resolve().parents[1]
 OFFICER_PERMISSIONS = ("audit.view_auditentry", "audit.view_usagerecord", "chat.view_conversation", "chat.view_message")
 
 
-def make_person(name: str, *, officer: bool = False):
+def team_named(name: str):
+    from gateway_portal.models import Team
+
+    return Team.objects.get_or_create(slug=name.lower(), defaults={"name": name})[0]
+
+
+def make_person(name: str, *, team: str | None = None, officer: bool = False):
+    """A person with a password of `<name>-password-1`; in `team` only (else the default team)."""
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Permission
 
+    from gateway_portal.models import Membership
+
     person = get_user_model().objects.create_user(name, password=f"{name}-password-1", is_staff=officer)
+    if team is not None:
+        Membership.objects.filter(user=person).delete()
+        Membership.objects.create(user=person, team=team_named(team))
     if officer:
         for label in OFFICER_PERMISSIONS:
             app_label, codename = label.split(".")

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from chat.models import Conversation, Message
+from tests.helpers import team_named
 
 pytestmark = pytest.mark.django_db
 
@@ -23,9 +24,9 @@ def test_the_login_page_logs_a_user_in(client, alice):
 
 
 def test_a_stored_conversation_is_shown_to_its_owner(client, alice):
-    conversation = Conversation.objects.create(user=alice, title="About OAuth")
-    Message.objects.create(conversation=conversation, role="user", content="What is OAuth?")
-    Message.objects.create(conversation=conversation, role="assistant", content="<script>alert(1)</script> **OAuth** is…", model_id="gpt-4")
+    conversation = Conversation.objects.create(user=alice, team=team_named("Red"), title="About OAuth")
+    Message.objects.create(conversation=conversation, team=conversation.team, role="user", content="What is OAuth?")
+    Message.objects.create(conversation=conversation, team=conversation.team, role="assistant", content="<script>alert(1)</script> **OAuth** is…", model_id="gpt-4")
     client.force_login(alice)
     page = client.get(f"/c/{conversation.pk}/")
     assert page.status_code == 200
@@ -37,7 +38,7 @@ def test_a_stored_conversation_is_shown_to_its_owner(client, alice):
 
 
 def test_another_users_conversation_is_not_found(client, alice, bob):
-    conversation = Conversation.objects.create(user=alice, title="Private plans")
+    conversation = Conversation.objects.create(user=alice, team=team_named("Red"), title="Private plans")
     client.force_login(bob)
     response = client.get(f"/c/{conversation.pk}/")
     assert response.status_code == 404
@@ -57,9 +58,9 @@ def test_the_error_page_renders_without_a_request_context(rf):
 
 
 def test_the_sidebar_lists_only_my_conversations_newest_first(client, alice, bob):
-    Conversation.objects.create(user=alice, title="Older question")
-    Conversation.objects.create(user=alice, title="Newer question")
-    Conversation.objects.create(user=bob, title="Bob's question")
+    Conversation.objects.create(user=alice, team=team_named("Red"), title="Older question")
+    Conversation.objects.create(user=alice, team=team_named("Red"), title="Newer question")
+    Conversation.objects.create(user=bob, team=team_named("Red"), title="Bob's question")
     client.force_login(alice)
     html = client.get("/").content.decode()
     assert html.index("Newer question") < html.index("Older question")

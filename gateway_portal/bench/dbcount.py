@@ -21,6 +21,7 @@ from chat.actions import ConversationTranscript
 from chat.completion import CompletionRequest, Delta, Done, Failed
 from chat.executor import ChatExecutor
 from chat.upstream import genesys
+from gateway_portal.models import current_team
 
 
 class DatabaseCounter:
@@ -112,13 +113,14 @@ async def _measure(counter: DatabaseCounter, user, sizes: list[int], repeats: in
 
     # The executor's ORM calls run in asgiref's worker thread: attach to its open connections too.
     await database_sync_to_async(counter.attach_to_this_thread)()
-    await _complete(user, 10)  # warm-up: the upstream token and connections, not counted
+    team = await database_sync_to_async(current_team)(user)  # the consumer reads it once per socket
+    await _complete(user, team, 10)  # warm-up: the upstream token and connections, not counted
     rows = []
     for size in sizes:
         runs = []
         for _ in range(repeats):
             counter.reset()
-            outcome = await _complete(user, size)
+            outcome = await _complete(user, team, size)
             with counter.lock:
                 runs.append({**outcome, "statements": len(counter.statements), "commits": counter.commits,
                              "health_checks": counter.health_checks, "sql": list(counter.statements)})
@@ -126,11 +128,11 @@ async def _measure(counter: DatabaseCounter, user, sizes: list[int], repeats: in
     return {"rows": rows, "max_tokens": settings.PORTAL_MAX_TOKENS_LIMIT}
 
 
-async def _complete(user, tokens: int) -> dict:
+async def _complete(user, team, tokens: int) -> dict:
     max_tokens = settings.PORTAL_MAX_TOKENS_LIMIT
     content = f"Database work [[emulator ttft_ms=0 rate=0 tokens={tokens} chunk_tokens=1]]"
     request = CompletionRequest(
-        user=user, messages=[{"role": "user", "content": content}],
+        user=user, team=team, messages=[{"role": "user", "content": content}],
         model_id=settings.PORTAL_DEFAULT_MODEL, temperature=0.7, max_tokens=max_tokens,
     )
     deltas, outcome = 0, {}

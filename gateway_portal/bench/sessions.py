@@ -11,6 +11,8 @@ from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_K
 from django.contrib.sessions.backends.db import SessionStore
 from django.contrib.sessions.models import Session
 
+from gateway_portal.models import Membership, Team
+
 BACKEND = "django.contrib.auth.backends.ModelBackend"
 
 
@@ -27,6 +29,9 @@ def bench_users(count: int) -> list:
             missing.append(user)
     User.objects.bulk_create(missing)
     by_name = {u.username: u for u in User.objects.filter(username__in=names)}
+    # bulk_create sends no post_save, so they are put into the default team here.
+    team = Team.default()
+    Membership.objects.bulk_create([Membership(team=team, user=user) for user in by_name.values()], ignore_conflicts=True)
     return [by_name[name] for name in names]
 
 

@@ -41,14 +41,14 @@ def browser():
         browser.close()
 
 
-def log_in(browser, portal, viewport=(1280, 800)):
+def log_in(browser, portal, viewport=(1280, 800), who="alice"):
     portal = portal.url
     page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
     page.page_errors = []
     page.on("pageerror", lambda exc: page.page_errors.append(str(exc)))
     page.goto(portal + "/")
-    page.fill("input[name=username]", "alice")
-    page.fill("input[name=password]", "alice-password-1")
+    page.fill("input[name=username]", who)
+    page.fill("input[name=password]", f"{who}-password-1")
     page.click("button[type=submit], input[type=submit]")
     page.wait_for_url(portal + "/")
     return page
@@ -180,3 +180,37 @@ def test_a_failed_answer_offers_retry_live_and_after_a_reload(portal, alice, bro
     expect(card.get_by_role("button", name="Retry")).to_be_visible()  # stored as retryable
     page.screenshot(path=str(ARTIFACTS / "chat-error-reloaded.png"))
     assert page.page_errors == []
+
+
+@pytest.fixture
+def alice_also_in_green(alice):
+    from gateway_portal.models import Membership
+    from tests.helpers import team_named
+
+    Membership.objects.create(user=alice, team=team_named("Green"))  # before Playwright's loop runs
+
+
+def test_a_second_team_is_picked_under_the_sidebar_and_a_shared_chat_reads_for_a_teammate(portal, alice_also_in_green, bob, browser):
+    from playwright.sync_api import expect
+
+    page = log_in(browser, portal)
+    page.select_option("#team-select", label="Red")
+    page.get_by_role("button", name="Switch").click()
+    expect(page.locator(".flash")).to_contain_text("New questions are asked for Red.")
+    composer = page.locator("textarea")
+    composer.fill("Our launch checklist")
+    composer.press("Enter")
+    expect(page.locator("[data-role=assistant] .meta").last).to_contain_text("120 tokens", timeout=30_000)
+    page.reload()
+    page.get_by_role("button", name="Share with Red").click()
+    expect(page.locator(".flash")).to_contain_text("Shared with Red")
+    page.screenshot(path=str(ARTIFACTS / "teams-owner-shared.png"))
+    first_line = page.locator("[data-role=assistant] .md").last.inner_text().splitlines()[0]
+
+    teammate = log_in(browser, portal, who="bob")
+    teammate.get_by_role("link", name=re.compile("Our launch checklist")).click()
+    expect(teammate.locator(".conversation-share")).to_contain_text("Shared by alice with Red · read only")
+    expect(teammate.locator("[data-role=assistant] .md").last).to_contain_text(first_line)
+    expect(teammate.locator("textarea")).to_be_hidden()
+    teammate.screenshot(path=str(ARTIFACTS / "teams-teammate-reads.png"))
+    assert page.page_errors == [] and teammate.page_errors == []

@@ -3,7 +3,8 @@
 For trying the compliance admin and the analytics at scale (the benchmark seeds 1,000,000 rows):
 rows spread over the last 90 days across 50 seed users and the configured models, written with
 PostgreSQL's COPY (about 1 s per 100,000 rows here) so a million takes seconds, not an hour.
-Seed users are `seed-0` … `seed-49` with unusable passwords; their rows are marked by
+Seed users are `seed-0` … `seed-49` with unusable passwords, in teams `seed-0` … `seed-4` (the
+first the busiest); their rows are marked by
 request ids starting with `seed-`.
 """
 
@@ -22,13 +23,14 @@ from django.utils import timezone
 
 from audit.actions import completion_rows
 from audit.models import AuditEntry, UsageRecord
+from gateway_portal.models import Membership, Team
 from chat.completion import CANCELLED, COMMAND, COMPLETE, ERROR, UPSTREAM_COUNT, Exchange, Outcome
 
 BATCH = 100_000
 STATUSES = [COMPLETE] * 92 + [ERROR] * 5 + [CANCELLED] * 3
-AUDIT_COLUMNS = ("audit_id", "request_id", "user_id", "model_id", "status", "error_code", "safety_filtered", "filters", "compliance_tag", "timestamp")
+AUDIT_COLUMNS = ("audit_id", "request_id", "user_id", "team_id", "model_id", "status", "error_code", "safety_filtered", "filters", "compliance_tag", "timestamp")
 USAGE_COLUMNS = (
-    "request_id", "user_id", "model_id", "status", "latency_ms", "ttft_ms", "input_tokens", "output_tokens",
+    "request_id", "user_id", "team_id", "model_id", "status", "latency_ms", "ttft_ms", "input_tokens", "output_tokens",
     "input_chars", "output_chars", "token_source", "tokens_per_second", "timestamp",
 )
 
@@ -61,7 +63,9 @@ class Command(BaseCommand):
             self.stdout.write(f"  {added:,} / {missing:,} rows")
         self.stdout.write(self.style.SUCCESS(f"Added {added:,} audit entries and usage records."))
 
-    def seed_users(self) -> list[int]:
+    def seed_users(self) -> list[tuple[int, int]]:
+        """(person, team) pairs: 50 seed people in 5 seed teams of 10, the first team the busiest
+        (it gets about 40% of the rows)."""
         User = get_user_model()
         names = [f"seed-{i}" for i in range(50)]
         existing = set(User.objects.filter(username__in=names).values_list("username", flat=True))
@@ -69,19 +73,26 @@ class Command(BaseCommand):
         for user in new:
             user.set_unusable_password()
         User.objects.bulk_create(new)
-        return list(User.objects.filter(username__in=names).values_list("pk", flat=True))
+        teams = [Team.objects.get_or_create(slug=f"seed-{i}", defaults={"name": f"Seed team {i}"})[0] for i in range(5)]
+        pairs = []
+        for user_id, name in User.objects.filter(username__in=names).values_list("pk", "username"):
+            team = teams[int(name.removeprefix("seed-")) // 10]
+            Membership.objects.get_or_create(team=team, user_id=user_id)
+            pairs.append((user_id, team.pk))
+        busiest = [pair for pair in pairs if pair[1] == teams[0].pk]
+        return pairs + busiest * 2
 
-    def copy_batch(self, rng: random.Random, users: list[int], size: int, ids) -> None:
+    def copy_batch(self, rng: random.Random, users: list[tuple[int, int]], size: int, ids) -> None:
         now = timezone.now()
         models = settings.PORTAL_MODELS
         audit_table, usage_table = AuditEntry._meta.db_table, UsageRecord._meta.db_table
         audit_rows, usage_rows = [], []
         for _ in range(size):
-            user, model, status = rng.choice(users), rng.choice(models), rng.choice(STATUSES)
+            (user, team), model, status = rng.choice(users), rng.choice(models), rng.choice(STATUSES)
             output_tokens = rng.randint(20, 1200)
             ttft = rng.randint(150, 900)
             exchange = Exchange(
-                request_id="seed-" + secrets.token_hex(8), user_id=user, client=COMMAND,
+                request_id="seed-" + secrets.token_hex(8), user_id=user, team_id=team, client=COMMAND,
                 messages=[{"role": "user", "content": "x" * rng.randint(40, 12000)}],
                 model_id=model, temperature=0.7, max_tokens=4096,
             )
