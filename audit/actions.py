@@ -2,29 +2,34 @@
 
 `do_record_completion()` writes a completion's audit entry and usage record inside the same
 transaction as whatever the caller stores with them (the chat's answer), so an answer is never
-stored without its audit entry. It owns the audit id (and, with the hash chain, will own the
-chain's lock and hashes). `completion_rows()` is the one shape of those two rows: the live path
-and `seed_usage` both write through it.
+stored without its audit entry. It owns the audit id and the entry's place in the hash chain
+(audit/chain.py: the chain's lock is taken in that transaction, so it is held only until the
+commit). `completion_rows()` is the one shape of those two rows: the live path and `seed_usage`
+both write through it.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from audit.models import COMPLIANCE_TAG, AuditEntry, Status, UsageRecord, new_audit_id
+from audit import chain
+from audit.models import COMPLIANCE_TAG, Action, AuditEntry, Status, UsageRecord, new_audit_id
 from chat.completion import CANCELLED, COMPLETE, ERROR, Exchange, Outcome
 
 AUDIT_STATUS = {COMPLETE: Status.SUCCESS, ERROR: Status.ERROR, CANCELLED: Status.CANCELLED}
+ACTION = {COMPLETE: Action.COMPLETION_SUCCEEDED, ERROR: Action.COMPLETION_FAILED, CANCELLED: Action.COMPLETION_CANCELLED}
 
 
 def completion_rows(exchange: Exchange, outcome: Outcome, *, audit_id: str, when: datetime) -> tuple[dict, dict]:
     """The column values of a completion's AuditEntry and UsageRecord."""
     status = AUDIT_STATUS[outcome.status]
     entry = {
+        "action": ACTION[outcome.status],
         "audit_id": audit_id,
         "request_id": exchange.request_id,
         "user_id": exchange.user_id,
@@ -38,6 +43,9 @@ def completion_rows(exchange: Exchange, outcome: Outcome, *, audit_id: str, when
         "filters": outcome.filters,
         "compliance_tag": COMPLIANCE_TAG,
         "timestamp": when,
+        "prompt_sha256": chain.sha256_of(json.dumps(exchange.messages, sort_keys=True, separators=(",", ":"), ensure_ascii=False)),
+        "answer_sha256": chain.sha256_of(outcome.text),
+        "details": {"client": exchange.client},
     }
     usage = {
         "request_id": exchange.request_id,
@@ -68,12 +76,14 @@ def do_record_completion(exchange: Exchange, outcome: Outcome, *, also: Callable
     """
     for attempt in range(3):
         audit_id = new_audit_id()
-        now = timezone.now()
         try:
             with transaction.atomic():
+                head = chain.lock_head()  # first: the entry's time then follows the chain's order
+                now = timezone.now()
                 if also is not None:
-                    also(now)  # first: it may find the answer deleted meanwhile and say so in `exchange`
+                    also(now)  # before the rows: it may find the answer deleted meanwhile and say so in `exchange`
                 entry, usage = completion_rows(exchange, outcome, audit_id=audit_id, when=now)
+                chain.link([entry], head)
                 AuditEntry.objects.create(**entry)
                 UsageRecord.objects.create(**usage)
             return audit_id

@@ -19,15 +19,32 @@ class Status(models.TextChoices):
     REJECTED = "rejected"
 
 
-class AuditEntry(models.Model):
-    """One governed completion, as the seed's audit entry: who asked which model, and how it ended."""
+class Action(models.TextChoices):
+    """What an audit entry records (more kinds arrive with log-ins, teams, exports, keys)."""
 
+    COMPLETION_SUCCEEDED = "completion.succeeded"
+    COMPLETION_FAILED = "completion.failed"
+    COMPLETION_CANCELLED = "completion.cancelled"
+
+
+class AuditEntry(models.Model):
+    """One event of the audit trail (today: a governed completion, as the seed's audit entry: who
+    asked which model, and how it ended). Append-only and hash-chained (audit/chain.py)."""
+
+    seq = models.BigIntegerField(unique=True, null=True, editable=False)
+    prev_hash = models.CharField(max_length=64, blank=True, editable=False)
+    hash = models.CharField(max_length=64, blank=True, editable=False)
+    action = models.CharField(max_length=64, choices=Action.choices, default=Action.COMPLETION_SUCCEEDED)
     audit_id = models.CharField(max_length=16, unique=True, default=new_audit_id, editable=False)
     request_id = models.CharField(max_length=64, db_index=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     team = models.ForeignKey("gateway_portal.Team", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    conversation = models.ForeignKey("chat.Conversation", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    message = models.ForeignKey("chat.Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # Plain references, no database constraint: an entry outlives the conversation it names (it is
+    # never updated, so it cannot be set to NULL when the conversation goes).
+    conversation = models.ForeignKey(
+        "chat.Conversation", null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    message = models.ForeignKey("chat.Message", null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
     model_id = models.CharField(max_length=100)
     status = models.CharField(max_length=16, choices=Status.choices)
     error_code = models.CharField(max_length=64, blank=True)
@@ -35,6 +52,11 @@ class AuditEntry(models.Model):
     filters = models.JSONField(default=list, blank=True)
     compliance_tag = models.CharField(max_length=64, default=COMPLIANCE_TAG)
     timestamp = models.DateTimeField(db_index=True)
+    # SHA-256 of what was asked (the messages sent, as canonical JSON) and of the answer: a
+    # transcript can be proven unchanged, even after its text is purged.
+    prompt_sha256 = models.CharField(max_length=64, blank=True)
+    answer_sha256 = models.CharField(max_length=64, blank=True)
+    details = models.JSONField(default=dict, blank=True)
 
     class Meta:
         verbose_name_plural = "audit entries"

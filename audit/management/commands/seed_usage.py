@@ -21,6 +21,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 from django.utils import timezone
 
+from audit import chain
 from audit.actions import completion_rows
 from audit.models import AuditEntry, UsageRecord
 from gateway_portal.models import Membership, Team
@@ -28,7 +29,10 @@ from chat.completion import CANCELLED, COMMAND, COMPLETE, ERROR, UPSTREAM_COUNT,
 
 BATCH = 100_000
 STATUSES = [COMPLETE] * 92 + [ERROR] * 5 + [CANCELLED] * 3
-AUDIT_COLUMNS = ("audit_id", "request_id", "user_id", "team_id", "model_id", "status", "error_code", "safety_filtered", "filters", "compliance_tag", "timestamp")
+AUDIT_COLUMNS = (
+    "seq", "prev_hash", "hash", "action", "audit_id", "request_id", "user_id", "team_id", "model_id", "status",
+    "error_code", "safety_filtered", "filters", "compliance_tag", "timestamp", "prompt_sha256", "answer_sha256", "details",
+)
 USAGE_COLUMNS = (
     "request_id", "user_id", "team_id", "model_id", "status", "latency_ms", "ttft_ms", "input_tokens", "output_tokens",
     "input_chars", "output_chars", "token_source", "tokens_per_second", "timestamp",
@@ -105,9 +109,13 @@ class Command(BaseCommand):
             )
             when = now - timedelta(seconds=rng.uniform(0, 90 * 86400))
             entry, usage = completion_rows(exchange, outcome, audit_id=next(ids), when=when)
-            entry["filters"] = json.dumps(entry["filters"])
-            audit_rows.append(tuple(entry[column] for column in AUDIT_COLUMNS))
+            audit_rows.append(entry)
             usage_rows.append(tuple(usage[column] for column in USAGE_COLUMNS))
+        # Chained like live entries (audit/chain.py), under the chain's lock for this transaction.
+        chain.link(audit_rows, chain.lock_head())
+        for entry in audit_rows:
+            entry["filters"], entry["details"] = json.dumps(entry["filters"]), json.dumps(entry["details"])
+        audit_rows = [tuple(entry[column] for column in AUDIT_COLUMNS) for entry in audit_rows]
         with connection.cursor() as cursor:
             raw = cursor.cursor  # psycopg's own cursor, for COPY
             with raw.copy(

@@ -1,0 +1,101 @@
+"""The audit trail holds up in a review: append-only in the database, hash-chained, verifiable."""
+
+import asyncio
+import hashlib
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.core.management import CommandError, call_command
+from django.db import DatabaseError, connection, transaction
+
+from audit.models import AuditEntry
+from chat.actions import ConversationTranscript, NoTranscript
+from chat.completion import API, CompletionRequest, Done
+from chat.executor import ChatExecutor
+from chat.models import Conversation, Message
+from tests.helpers import nonce, team_named
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def complete(user, content, transcript=None):
+    request = CompletionRequest(
+        user=user, team=await sync_to_async(team_named)("Red"), messages=[{"role": "user", "content": content}],
+        model_id="gpt-4", temperature=0.5, max_tokens=128, client=API,
+    )
+    events = [event async for event in ChatExecutor().stream(request, transcript or NoTranscript())]
+    assert isinstance(events[-1], Done)
+    return events
+
+
+def verify() -> str:
+    from io import StringIO
+
+    out = StringIO()
+    call_command("verify_audit", stdout=out)
+    return out.getvalue()
+
+
+async def test_completions_at_once_make_one_unbroken_chain(alice, bob, settings):
+    settings.PORTAL_MAX_CONCURRENT_PER_USER = 20
+    await asyncio.gather(*(complete(alice if i % 2 else bob, f"Chain {i} {nonce()}") for i in range(20)))
+    entries = [e async for e in AuditEntry.objects.order_by("seq")]
+    assert [e.seq for e in entries] == list(range(1, 21))
+    assert all(later.prev_hash == earlier.hash for earlier, later in zip(entries, entries[1:]))
+    assert [e.action for e in entries] == ["completion.succeeded"] * 20
+    report = await sync_to_async(verify)()
+    assert "intact: 20 entries" in report and f"Head: entry 20, hash {entries[-1].hash}" in report
+
+
+async def test_an_entry_proves_what_was_asked_and_answered(alice):
+    content = f"Prove it {nonce()}"
+    events = await complete(alice, content, ConversationTranscript())
+    entry = await AuditEntry.objects.aget(request_id=events[0].request_id)
+    answer = await Message.objects.aget(pk=events[0].message_id)
+    assert entry.answer_sha256 == hashlib.sha256(answer.content.encode()).hexdigest()
+    asked = '[{"content":"%s","role":"user"}]' % content
+    assert entry.prompt_sha256 == hashlib.sha256(asked.encode()).hexdigest()
+    assert entry.details == {"client": "api"}
+
+
+@pytest.mark.parametrize("statement", ["UPDATE audit_auditentry SET model_id = 'other'", "DELETE FROM audit_auditentry"])
+async def test_the_database_refuses_to_change_or_remove_an_entry(alice, statement):
+    await complete(alice, f"Keep me {nonce()}")
+
+    def tamper():
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(statement)
+
+    with pytest.raises(DatabaseError, match="append-only"):
+        await sync_to_async(tamper)()
+    assert await AuditEntry.objects.acount() == 1
+
+
+async def test_deleting_a_conversation_leaves_its_audit_entries_and_the_chain_intact(alice):
+    events = await complete(alice, f"Forget this chat {nonce()}", ConversationTranscript())
+    await Conversation.objects.filter(pk=events[0].conversation_id).adelete()
+    entry = await AuditEntry.objects.aget(request_id=events[0].request_id)
+    assert entry.conversation_id == events[0].conversation_id  # the id it named, kept
+    assert "intact" in await sync_to_async(verify)()
+
+
+async def test_a_rewritten_entry_is_found_by_verify_audit(alice):
+    for i in range(3):
+        await complete(alice, f"Evidence {i} {nonce()}")
+
+    def rewrite_past_the_trigger():
+        # What someone with the table owner's rights could do: switch the trigger off, edit, switch it on.
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE audit_auditentry DISABLE TRIGGER audit_entries_are_append_only")
+            cursor.execute("UPDATE audit_auditentry SET model_id = 'gpt-4o-mini' WHERE seq = 2")
+            cursor.execute("ALTER TABLE audit_auditentry ENABLE TRIGGER audit_entries_are_append_only")
+
+    await sync_to_async(rewrite_past_the_trigger)()
+    with pytest.raises(CommandError, match="broken at entry 2: its content was changed after it was written"):
+        await sync_to_async(verify)()
+
+
+def test_seeded_entries_are_chained_like_live_ones():
+    call_command("seed_usage", rows=500)
+    call_command("seed_usage", rows=300)
+    assert "intact: 800 entries" in verify()
