@@ -4,7 +4,8 @@
 transaction as whatever the caller stores with them (the chat's answer), so an answer is never
 stored without its audit entry. It owns the audit id (and, with the hash chain, will own the
 chain's lock and hashes). `completion_rows()` is the one shape of those two rows: the live path
-and `seed_usage` both write through it.
+and `seed_usage` both write through it. The webhook delivery jobs of the completion's event are
+enqueued in that transaction too (audit/webhooks.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from datetime import datetime
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from audit import webhooks
 from audit.models import COMPLIANCE_TAG, AuditEntry, Status, UsageRecord, new_audit_id
 from chat.completion import CANCELLED, COMPLETE, ERROR, Exchange, Outcome
 
@@ -74,6 +76,7 @@ def do_record_completion(exchange: Exchange, outcome: Outcome, *, also: Callable
                 entry, usage = completion_rows(exchange, outcome, audit_id=audit_id, when=now)
                 AuditEntry.objects.create(**entry)
                 UsageRecord.objects.create(**usage)
+                webhooks.enqueue_completion(entry, usage)  # the outbox: committed with the entry, or not at all
             return audit_id
         except IntegrityError as exc:
             if attempt == 2 or "audit_id" not in str(exc):
