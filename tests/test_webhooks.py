@@ -29,7 +29,7 @@ from chat.actions import NoTranscript
 from chat.completion import API, COMPLETE, CompletionRequest, Delta, Done, Exchange, Failed, Outcome
 from chat.executor import ChatExecutor
 from gateway_portal.child_processes import CAPTURE, ChildProcess, LinePrinted, NotReady, free_port
-from tests.helpers import PROJECT, _test_database_url, nonce
+from tests.helpers import PROJECT, _test_database_url, launch_portal, nonce
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -382,6 +382,22 @@ def test_compliance_officers_do_not_see_endpoints_or_their_secrets(olivia, recei
     client.force_login(olivia)
     assert client.get("/admin/audit/webhookendpoint/").status_code == 403
     assert "Webhook endpoints" not in client.get("/admin/").content.decode()
+
+
+def test_runportal_starts_a_job_worker_and_stops_it_with_the_rest(alice, receiver):
+    secret = new_webhook_secret()
+    portal = launch_portal(ANALYTICS_WEBHOOK_URL=receiver.url, ANALYTICS_WEBHOOK_SECRET=secret, **WORKER_ENV)
+    try:
+        with override_settings(ANALYTICS_WEBHOOK_URL=receiver.url, ANALYTICS_WEBHOOK_SECRET=secret):
+            webhooks.endpoints_changed()
+            record_completions(alice, 1)
+        wait_for(lambda: len(receiver.accepted_ids()) == 1, "the event, delivered by runportal's worker")
+    finally:
+        output = portal.stop()
+    line = next(line for line in output.splitlines() if line.startswith("Background jobs (webhook delivery): 1 worker"))
+    pid = int(line.rsplit("pid ", 1)[1].rstrip("."))
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
 
 
 def superuser_client() -> Client:
