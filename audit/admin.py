@@ -8,6 +8,7 @@ DISTINCT over model ids, the second COUNT(*) of a filtered list. So dates are fi
 
 import base64
 import binascii
+import functools
 
 from django import forms
 from django.conf import settings
@@ -104,7 +105,6 @@ class SuperuserOnly:
 
 
 class WebhookEndpointForm(forms.ModelForm):
-    url = forms.URLField(max_length=500, assume_scheme="https", help_text=WebhookEndpoint._meta.get_field("url").help_text)
     event_types = forms.MultipleChoiceField(
         choices=EventType.choices, widget=forms.CheckboxSelectMultiple,
         initial=[EventType.COMPLETION_SUCCEEDED, EventType.COMPLETION_FAILED, EventType.COMPLETION_CANCELLED],
@@ -114,6 +114,7 @@ class WebhookEndpointForm(forms.ModelForm):
     class Meta:
         model = WebhookEndpoint
         fields = ("url", "description", "event_types", "secret", "is_active")
+        field_classes = {"url": functools.partial(forms.URLField, assume_scheme="https")}  # Django 6's default, today
 
     def clean_secret(self):
         secret = self.cleaned_data["secret"].strip()

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
+import socket
 import threading
 import time
 from datetime import datetime, timedelta
@@ -34,6 +36,7 @@ from django.utils import timezone
 from procrastinate import RetryDecision
 from procrastinate.contrib.django import app
 from procrastinate.retry import BaseRetryStrategy
+from procrastinate.worker import WORKER_NAME
 from standardwebhooks.webhooks import Webhook
 
 from audit.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -90,9 +93,16 @@ def deliver_webhook(context, *, event_id: str = "", endpoint: int | str = "", ev
         if not found.endpoint.is_active:
             WebhookDelivery.objects.filter(pk=found.pk).update(status=Delivery.SKIPPED, next_attempt_at=None)
             return
-        _attempt(found, context.job.attempts + 1, context.worker_name or "")
+        _attempt(found, context.job.attempts + 1, _worker_name(context))
     finally:
         close_old_connections()
+
+
+def _worker_name(context) -> str:
+    """The --name given to the worker, else where it runs: which process made an attempt."""
+    if context.worker_name and context.worker_name != WORKER_NAME:
+        return context.worker_name
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _first_run(event_id: str, endpoint_key: int | str, event: dict) -> WebhookDelivery | None:

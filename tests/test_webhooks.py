@@ -290,7 +290,10 @@ def test_the_settings_endpoint_gets_every_event_signed_per_standard_webhooks(ali
     assert {"tokens_per_second", "input_tokens", "timestamp", "token_source"} <= set(payload)
     assert received["completion.failed"]["error_code"] == failed.code
     # Its row in the admin says where it comes from, and takes no edits of what the environment sets.
-    assert WebhookEndpoint.objects.get().from_settings
+    endpoint = WebhookEndpoint.objects.get()
+    assert endpoint.from_settings and endpoint.secret == secret
+    page = superuser_client().get(f"/admin/audit/webhookendpoint/{endpoint.pk}/change/").content.decode()
+    assert "ANALYTICS_WEBHOOK_URL (set in the environment)" in page and 'name="url"' not in page
 
 
 async def test_a_hanging_receiver_costs_the_chat_nothing(alice, receiver, start_workers, open_socket):
