@@ -228,23 +228,23 @@ def test_events_made_while_the_receiver_is_down_all_arrive_once_it_is_back(alice
     count = 1000
     receiver = Receiver()  # not started: its port refuses connections
     endpoint_for(receiver)
-    # Retries 8-16 s apart: time for one worker to try all of them once before the first come
-    # back (jobs are taken oldest first, so quicker retries would keep the newest waiting).
-    start_workers(WEBHOOK_BACKOFF_BASE="16", WEBHOOK_BACKOFF_MAX="16")
+    start_workers(WEBHOOK_BACKOFF_BASE="1", WEBHOOK_BACKOFF_MAX="4")
     record_completions(alice, count)
-    # Every event has been tried, and refused, before the receiver comes back.
-    wait_for(lambda: WebhookDelivery.objects.filter(attempts__gte=1).count() == count, "a first attempt of each event", 120)
+    # The worker has been failing to deliver them (how many it reached depends on the machine).
+    wait_for(lambda: WebhookAttempt.objects.filter(error__startswith="could not connect").count() >= 200, "refused attempts")
     assert not WebhookDelivery.objects.filter(status="delivered").exists()
-    assert WebhookAttempt.objects.filter(error__startswith="could not connect").count() >= count
+    refused = set(WebhookAttempt.objects.values_list("delivery_id", flat=True))
     receiver.start()
     try:
-        wait_for(lambda: len(receiver.accepted_ids()) == count, f"{count} events accepted", 120)
+        wait_for(lambda: len(receiver.accepted_ids()) == count, f"{count} events accepted", 180)
         wait_for(lambda: jobs_left() == 0, "the queue to empty")
     finally:
         receiver.stop()
     accepted = receiver.accepted_ids()
     assert len(accepted) == count and set(accepted.values()) == {1}
     assert WebhookDelivery.objects.filter(status="delivered").count() == count
+    # Those refused while it was down were delivered by a later attempt.
+    assert set(WebhookDelivery.objects.filter(pk__in=refused, attempts__gte=2, status="delivered").values_list("pk", flat=True)) == refused
 
 
 def test_two_workers_deliver_every_event_once(alice, receiver, start_workers):
@@ -355,6 +355,7 @@ def test_the_deliveries_of_a_time_range_can_be_sent_again_same_event_newly_signe
     )
     assert "1 deliveries queued to be sent again." in response.content.decode()
     wait_for(lambda: len(receiver.accepted) == 3, "the re-sent event")
+    wait_for(lambda: jobs_left() == 0, "the queue to empty")
     assert receiver.accepted_ids() == {old.event_id: 1, recent.event_id: 2}
     headers, body = receiver.accepted[-1]
     assert headers["webhook-id"] == recent.event_id and body == recent.body.encode()
