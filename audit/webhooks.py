@@ -1,0 +1,153 @@
+"""The webhook outbox: which endpoints want a completion's event, and its delivery job enqueued in
+the completion's own transaction (so an event exists exactly when its audit entry does).
+
+`enqueue_completion()` is the one call the audit trail makes. It costs a dictionary look-up when
+no endpoint wants the event, and one INSERT (Procrastinate's job) per endpoint that does: the list
+of endpoints is read at most every WEBHOOK_ENDPOINT_CACHE_SECONDS per process, not per completion.
+The job (audit/tasks.py) signs, POSTs, retries and logs in a worker process, never in the chat's.
+
+Endpoints are named in a job by their id, or by "settings" for the one ANALYTICS_WEBHOOK_URL
+defines: its row is written by the worker (`settings_endpoint()`), so the chat path never writes
+anything but the job.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from audit.models import EventType, Status, WebhookDelivery, WebhookEndpoint
+
+SETTINGS_ENDPOINT = "settings"
+
+EVENT_OF_STATUS = {
+    Status.SUCCESS: EventType.COMPLETION_SUCCEEDED,
+    Status.ERROR: EventType.COMPLETION_FAILED,
+    Status.CANCELLED: EventType.COMPLETION_CANCELLED,
+    Status.REJECTED: EventType.COMPLETION_REFUSED,
+}
+
+_lock = threading.Lock()
+_cached: tuple[float, dict[str, list[int | str]]] = (0.0, {})
+
+
+def endpoints_changed() -> None:
+    """Forget this process' endpoint list (an endpoint was saved here); others see it within
+    WEBHOOK_ENDPOINT_CACHE_SECONDS."""
+    global _cached
+    _cached = (0.0, {})
+
+
+def endpoints_by_event() -> dict[str, list[int | str]]:
+    """Event type -> the endpoints (ids, or SETTINGS_ENDPOINT) that want it, cached briefly."""
+    global _cached
+    expires, by_event = _cached
+    if time.monotonic() < expires:
+        return by_event
+    with _lock:
+        by_event = {}
+        settings_endpoint_active = bool(settings.ANALYTICS_WEBHOOK_URL)
+        rows = WebhookEndpoint.objects.filter(Q(is_active=True) | Q(from_settings=True))
+        for pk, event_types, active, from_settings in rows.values_list("pk", "event_types", "is_active", "from_settings"):
+            if from_settings:
+                # Disabled (by failures, or by a superuser) wins over the environment until re-enabled.
+                settings_endpoint_active = settings_endpoint_active and active
+                continue
+            for event_type in event_types:
+                by_event.setdefault(event_type, []).append(pk)
+        if settings_endpoint_active:
+            for event_type in EventType.values:
+                by_event.setdefault(event_type, []).append(SETTINGS_ENDPOINT)
+        _cached = (time.monotonic() + settings.WEBHOOK_ENDPOINT_CACHE_SECONDS, by_event)
+    return by_event
+
+
+def enqueue_completion(entry: dict, usage: dict) -> None:
+    """Enqueue the delivery of a completion's event to every endpoint that wants it, in the
+    caller's transaction. `entry` and `usage` are the rows audit.actions.completion_rows() made."""
+    endpoints = endpoints_by_event().get(EVENT_OF_STATUS[entry["status"]])
+    if not endpoints:
+        return
+    event = completion_event(entry, usage)
+    event_id = "msg_" + uuid.uuid4().hex
+    from audit.tasks import deliver_webhook
+
+    if len(endpoints) == 1:
+        deliver_webhook.defer(event_id=event_id, endpoint=endpoints[0], event=event)
+    else:
+        deliver_webhook.batch_defer(*({"event_id": event_id, "endpoint": e, "event": event} for e in endpoints))
+
+
+def completion_event(entry: dict, usage: dict) -> dict:
+    """The webhook body: the seed's analytics fields at the top level, as the seed sent them (so
+    its receivers keep working), plus the event type, who, which model, time to first token, where
+    the token counts come from and the audit id. The worker adds the person's user name."""
+    # Teams arrive with the governance issue: "team" joins "person" here then.
+    return {
+        "type": EVENT_OF_STATUS[entry["status"]],
+        "request_id": usage["request_id"],
+        "latency_ms": usage["latency_ms"],
+        "input_tokens": usage["input_tokens"],
+        "output_tokens": usage["output_tokens"],
+        "tokens_per_second": usage["tokens_per_second"],
+        "status": usage["status"],
+        "timestamp": usage["timestamp"].isoformat(),
+        "input_chars": usage["input_chars"],
+        "output_chars": usage["output_chars"],
+        "person": {"id": usage["user_id"]},
+        "model": usage["model_id"],
+        "ttft_ms": usage["ttft_ms"],
+        "token_source": usage["token_source"],
+        "error_code": entry["error_code"],
+        "audit_id": entry["audit_id"],
+    }
+
+
+def settings_endpoint() -> WebhookEndpoint | None:
+    """The row of the ANALYTICS_WEBHOOK_URL endpoint, created or brought up to date with the
+    environment (the worker calls this; None when the setting is not set)."""
+    if not settings.ANALYTICS_WEBHOOK_URL:
+        return None
+    wanted = {"url": settings.ANALYTICS_WEBHOOK_URL, "secret": settings.ANALYTICS_WEBHOOK_SECRET}
+    endpoint = WebhookEndpoint.objects.filter(from_settings=True).first()
+    if endpoint is None:
+        try:
+            with transaction.atomic():
+                return WebhookEndpoint.objects.create(
+                    from_settings=True, event_types=list(EventType.values),
+                    description="ANALYTICS_WEBHOOK_URL (set in the environment)", **wanted,
+                )
+        except IntegrityError:  # another worker created it first
+            endpoint = WebhookEndpoint.objects.get(from_settings=True)
+    if endpoint.url != wanted["url"] or endpoint.secret != wanted["secret"]:
+        for field, value in wanted.items():
+            setattr(endpoint, field, value)
+        endpoint.save(update_fields=["url", "secret", "updated"])
+    return endpoint
+
+
+def resend(deliveries) -> tuple[int, int]:
+    """Send these deliveries again, same event id and body, newly signed, with a new retry window.
+    Pending ones are skipped (they are being retried), as are those of inactive endpoints.
+    Returns (re-sent, skipped)."""
+    from audit.tasks import deliver_webhook
+
+    now = timezone.now()
+    total = deliveries.count()
+    chosen = deliveries.exclude(status=WebhookDelivery.Status.PENDING).filter(endpoint__is_active=True)
+    with transaction.atomic():
+        ids = list(chosen.select_for_update(of=("self",)).values_list("pk", flat=True))
+        WebhookDelivery.objects.filter(pk__in=ids).update(
+            status=WebhookDelivery.Status.PENDING, retry_until=now + timedelta(seconds=settings.WEBHOOK_RETRY_FOR),
+            next_attempt_at=now, delivered_at=None,
+        )
+        for start in range(0, len(ids), 1000):
+            deliver_webhook.batch_defer(*({"delivery": pk} for pk in ids[start:start + 1000]))
+    return len(ids), total - len(ids)
