@@ -128,7 +128,7 @@ def usage_csv(request, table: str):
     writer = csv.writer(response)
     writer.writerow(head + [title for _, title in FIGURE_COLUMNS])
     for row in rows:
-        writer.writerow(row["key"] + [_csv_value(row[field]) for field, _ in FIGURE_COLUMNS])
+        writer.writerow([_csv_value(key) for key in row["key"]] + [_csv_value(row[field]) for field, _ in FIGURE_COLUMNS])
     return response
 
 
@@ -137,4 +137,7 @@ def _csv_value(value):
         return ""
     if isinstance(value, float):
         return f"{value:.4f}".rstrip("0").rstrip(".")
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+        # A spreadsheet would run a name like "=HYPERLINK(…)" as a formula: keep it text.
+        return "'" + value
     return value

@@ -1,4 +1,4 @@
-"""Who may see and do what with conversations and answers: the one gate.
+"""Who may see and do what with conversations, answers and usage records: the one gate.
 
 Every page, socket action and the answer bus ask here; none filters by owner itself. What is not
 visible to someone does not exist for them: callers answer 404 or "not found", never "forbidden",

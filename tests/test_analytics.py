@@ -157,6 +157,13 @@ def test_someone_logged_out_is_sent_to_log_in(client):
         assert response.status_code == 302 and response["Location"] == f"/accounts/login/?next={path}"
 
 
+def test_a_name_a_spreadsheet_would_run_as_a_formula_stays_text_in_the_csv(client, olivia, django_user_model):
+    sneaky = django_user_model.objects.create_user("=1+1")
+    record(sneaky, at(10, 9))
+    client.force_login(olivia)
+    assert [p["person"] for p in csv_rows(client, "people", **RANGE)] == ["'=1+1"]
+
+
 def test_the_csv_links_carry_the_page_filters(client, alice, usage):
     client.force_login(alice)
     page = client.get("/analytics/", {**RANGE, "model": "gpt-4o"}).content.decode()
