@@ -69,14 +69,14 @@ def a_week_of_usage(alice):
     UsageRecord.objects.bulk_create(rows)
 
 
-def open_analytics(browser, portal, *, viewport=(1280, 800), scheme="light"):
+def open_analytics(browser, portal, *, viewport=(1280, 800), scheme="light", person="alice"):
     page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]}, color_scheme=scheme)
     page.problems = []
     page.on("pageerror", lambda exc: page.problems.append(str(exc)))
     page.on("console", lambda message: message.type == "error" and page.problems.append(message.text))
     page.goto(portal.url + "/")
-    page.fill("input[name=username]", "alice")
-    page.fill("input[name=password]", "alice-password-1")
+    page.fill("input[name=username]", person)
+    page.fill("input[name=password]", f"{person}-password-1")
     page.click("button[type=submit]")
     page.wait_for_url(portal.url + "/")
     page.click("a.app-link:text('Analytics')")
@@ -125,5 +125,31 @@ def test_the_analytics_page_in_dark_mode_on_a_phone(portal, a_week_of_usage, bro
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     background = page.evaluate("getComputedStyle(document.body).backgroundColor")
     assert background == "rgb(33, 33, 33)"  # chat.css's dark --bg
+    assert page.problems == []
+    page.close()
+
+
+@pytest.fixture
+def bobs_completion(bob):
+    UsageRecord.objects.create(
+        request_id="e2e-bob", user=bob, model_id="gpt-4", status="success", latency_ms=1500, ttft_ms=300,
+        input_tokens=50, output_tokens=60, tokens_per_second=40.0, timestamp=timezone.now() - timedelta(hours=2),
+    )
+
+
+def test_a_compliance_officer_sees_the_top_people_and_narrows_to_one(portal, a_week_of_usage, bobs_completion, olivia, browser):
+    from playwright.sync_api import expect
+
+    page = open_analytics(browser, portal, person="olivia")
+    page.wait_for_function(f"() => ({PAINTED})('chart-people') > 1000", timeout=15_000)
+    expect(page.locator('[data-figure="requests"]')).to_have_text("29")
+    people = page.locator(".panel").filter(has=page.locator("#chart-people")).locator("tbody th a")
+    expect(people).to_have_text(["alice", "bob"])
+    page.wait_for_timeout(400)
+    page.screenshot(path=str(ARTIFACTS / "analytics-officer.png"), full_page=True)
+
+    people.nth(1).click()  # a name narrows the page to that person
+    expect(page.locator('[data-figure="requests"]')).to_have_text("1")
+    expect(page.locator("#id_person")).to_have_value("bob")
     assert page.problems == []
     page.close()
