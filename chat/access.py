@@ -1,4 +1,4 @@
-"""Who may see and do what with conversations and answers: the one gate.
+"""Who may see and do what with conversations, answers and usage records: the one gate.
 
 Every page, socket action and the answer bus ask here; none filters by owner or team itself.
 What is not visible to someone does not exist for them: callers answer 404 or "not found", never
@@ -13,7 +13,12 @@ from __future__ import annotations
 
 from django.db.models import Q, QuerySet
 
+from audit.models import UsageRecord
 from chat.models import Conversation, Message
+from gateway_portal.models import Membership
+
+# The compliance officer's role, until roles exist: staff who may view usage records in the admin.
+USAGE_OFFICER_PERMISSION = "audit.view_usagerecord"
 
 
 def own_conversations(user) -> QuerySet[Conversation]:
@@ -49,3 +54,15 @@ def answers_of(user) -> QuerySet[Message]:
 def may_steer_answer(user_id: int, owner_id: int) -> bool:
     """Whether a person may Stop, or follow live, an answer that `owner_id` started."""
     return user_id == owner_id
+
+
+def usage_visible_to(user) -> QuerySet[UsageRecord]:
+    """The usage records this person may count on the analytics pages and export: their own, and
+    all of the teams they are a team admin of; a compliance officer's (staff with the view
+    permission) and a superuser's, everyone's."""
+    if user.is_active and (user.is_superuser or user.is_staff and user.has_perm(USAGE_OFFICER_PERMISSION)):
+        return UsageRecord.objects.all()
+    administered = list(Membership.objects.filter(user=user, role=Membership.Role.ADMIN).values_list("team_id", flat=True))
+    if not administered:  # the common case keeps the plain filter, which the analytics index answers alone
+        return UsageRecord.objects.filter(user=user)
+    return UsageRecord.objects.filter(Q(user=user) | Q(team_id__in=administered))

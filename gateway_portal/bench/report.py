@@ -218,11 +218,15 @@ def targets_section(results: dict) -> list[str]:
                      f"{', '.join(str(c) for c in sorted(set(counts)))} for every reply length", verdict(ok)])
     if 6 in results and "failed" not in results[6]:
         s6 = results[6]
-        worst = max(page["p50"] for page in s6["pages"])
         at_scale = s6["rows"] >= TARGETS["page_rows"]
-        rows.append([f"Audit admin lists ≤ 300 ms server time at {TARGETS['page_rows']:,} rows",
-                     f"{s6['rows']:,} rows: slowest page p50 {num(worst)} ms",
-                     verdict(worst <= TARGETS["page_ms"] if at_scale else None)])
+        for kind, target in (("admin", "Audit admin lists"), ("analytics", "A member's analytics (busiest person, 30 days)")):
+            timed = [page["p50"] for page in s6["pages"] if page.get("kind", "admin") == kind]
+            if not timed:
+                continue
+            worst = max(timed)
+            rows.append([f"{target} ≤ 300 ms server time at {TARGETS['page_rows']:,} rows",
+                         f"{s6['rows']:,} rows: slowest page p50 {num(worst)} ms",
+                         verdict(worst <= TARGETS["page_ms"] if at_scale else None)])
     if not rows:
         return []
     return ["## Against the targets", "", *table(["Target", "Measured", ""], rows), ""]
@@ -423,9 +427,11 @@ def scenario6(s6: dict) -> list[str]:
             for page in s6["pages"]]
     return lines + [
         f"The audit trail and usage records seeded to {s6['rows']:,} rows each by `manage.py seed_usage` (rows over "
-        "90 days, 50 seed users; seed rows are marked `seed-`), then each admin list requested "
-        f"{s6['repeats']} times as a logged-in staff user from the bench process; the time is the whole request on "
-        "loopback (server time plus a negligible transfer). The analytics pages do not exist yet (a later issue).",
+        "90 days, 50 seed users; seed rows are marked `seed-`), then each page requested "
+        f"{s6['repeats']} times from the bench process: the admin lists and the officer's analytics as a logged-in "
+        "superuser, a member's analytics as the person with the most usage in the last 30 days"
+        + (f" ({s6['busiest']['username']}, {s6['busiest']['rows_30_days']:,} records in 30 days)" if "busiest" in s6 else "")
+        + "; the time is the whole request on loopback (server time plus a negligible transfer).",
         "",
         *table(["page", "path", "min ms", "p50", "p95", "max"], rows),
         "",

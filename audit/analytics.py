@@ -1,0 +1,168 @@
+"""The usage analytics' queries: figures, usage over time and breakdowns, computed in Postgres.
+
+Every function takes a queryset of usage records that the caller has already narrowed to what the
+person may see (`chat.access.usage_visible_to`) and to the chosen window, person and model
+(`records_in`), and answers with one aggregate query: rows are never loaded into Python, only the
+aggregated groups (at most one per hour or day of the window, or per person or model shown).
+
+What the figures mean (the README's "Usage analytics" section says the same to people):
+- requests: every usage record; completions by status: success, error, cancelled;
+  error rate: errors / requests.
+- input and output tokens: sums; `estimated`: how many records counted tokens from characters
+  (UsageRecord.token_source) because the upstream reported none.
+- latency and time to first token: the 50th and 95th percentiles (`percentile_cont`, interpolated)
+  of successful completions, so quick failures do not flatter them.
+- tokens per second: the median of completions that produced output.
+Refusals by limit and budget used arrive with the limits issue: they will be `rejected` records
+(audit.models.Status.REJECTED) counted here, and the page keeps a marked place for them.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+from django.conf import settings
+from django.db.models import Aggregate, Count, FloatField, Q, QuerySet, Sum
+from django.db.models.functions import Trunc
+
+from audit.models import Status, UsageRecord
+
+HOUR, DAY = "hour", "day"
+BREAKDOWN_LIMIT = 20  # people or models shown, those with the most requests first
+
+# The dimensions usage can be broken down by, as the `values()` that group it. Teams add
+# "team": ("team_id", "team__name") here once usage records carry the team they were made for.
+BREAKDOWNS = {
+    "person": ("user_id", "user__username"),
+    "model": ("model_id",),
+}
+
+
+class Percentile(Aggregate):
+    """PostgreSQL's `percentile_cont(fraction) WITHIN GROUP (ORDER BY expression)`: the
+    interpolated percentile, computed where the rows are. Null values are ignored."""
+
+    function = "percentile_cont"
+    template = "%(function)s(%(fraction)r) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = FloatField()
+
+    def __init__(self, expression, fraction: float, **extra):
+        if not 0 <= fraction <= 1:
+            raise ValueError("A percentile's fraction lies between 0 and 1.")
+        super().__init__(expression, fraction=float(fraction), **extra)
+
+
+SUCCESS = Q(status=Status.SUCCESS)
+
+
+def measures() -> dict:
+    """The aggregates of every group: the figures, per window, bucket, person or model."""
+    return {
+        # Not COUNT(id): every column read here is in the covering index (audit.models), so
+        # Postgres answers from the index alone. (status is never null; Django refuses "*" with a filter.)
+        "requests": Count("*"),
+        "success": Count("status", filter=SUCCESS),
+        "error": Count("status", filter=Q(status=Status.ERROR)),
+        "cancelled": Count("status", filter=Q(status=Status.CANCELLED)),
+        "input_tokens": Sum("input_tokens", default=0),
+        "output_tokens": Sum("output_tokens", default=0),
+        "estimated": Count("status", filter=Q(token_source=UsageRecord.TokenSource.ESTIMATE)),
+        "latency_p50": Percentile("latency_ms", 0.5, filter=SUCCESS),
+        "latency_p95": Percentile("latency_ms", 0.95, filter=SUCCESS),
+        "ttft_p50": Percentile("ttft_ms", 0.5, filter=SUCCESS),
+        "ttft_p95": Percentile("ttft_ms", 0.95, filter=SUCCESS),
+        # Of completions that produced output. (Not `output_tokens__gt`: that name is the Sum above.)
+        "tokens_per_second": Percentile("tokens_per_second", 0.5, filter=Q(tokens_per_second__gt=0)),
+    }
+
+
+# An empty bucket: nothing counted, no percentile.
+EMPTY = {name: None for name in measures()} | {
+    name: 0 for name in ("requests", "success", "error", "cancelled", "input_tokens", "output_tokens", "estimated")
+}
+
+
+def _finish(group: dict) -> dict:
+    group["error_rate"] = group["error"] / group["requests"] if group["requests"] else None
+    return group
+
+
+@dataclass(frozen=True)
+class Window:
+    """A half-open time range [start, end) and the size of its buckets, in the portal's time zone."""
+
+    start: datetime
+    end: datetime
+    bucket: str = DAY
+
+    @classmethod
+    def last(cls, span: timedelta, bucket: str, now: datetime) -> Window:
+        return cls(now - span, now, bucket)
+
+    @classmethod
+    def days(cls, first: date, last: date, bucket: str) -> Window:
+        """Whole days, `first` to `last` included."""
+        tz = portal_time_zone()
+        return cls(
+            datetime.combine(first, time(), tzinfo=tz),
+            datetime.combine(last + timedelta(days=1), time(), tzinfo=tz),
+            bucket,
+        )
+
+    def buckets(self) -> list[datetime]:
+        """Every bucket's start in the window, as naive local times (the keys of `over_time`)."""
+        tz = portal_time_zone()
+        start, end = self.start.astimezone(tz), self.end.astimezone(tz)
+        if self.bucket == DAY:
+            day, stop = start.date(), (end - timedelta(microseconds=1)).date()
+            return [datetime.combine(day + timedelta(days=n), time()) for n in range((stop - day).days + 1)]
+        # Hours step in absolute time, so a day that changes the clock has its 23 or 25 hours.
+        moment = start.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
+        keys = []
+        while moment < end:
+            keys.append(moment.astimezone(tz).replace(tzinfo=None))
+            moment += timedelta(hours=1)
+        return list(dict.fromkeys(keys))
+
+
+def portal_time_zone() -> zoneinfo.ZoneInfo:
+    return zoneinfo.ZoneInfo(settings.TIME_ZONE)
+
+
+def records_in(records: QuerySet[UsageRecord], window: Window, *, person: str = "", model: str = "") -> QuerySet[UsageRecord]:
+    """The records of the window, of one person (user name) and one model when given."""
+    records = records.filter(timestamp__gte=window.start, timestamp__lt=window.end)
+    if person:
+        records = records.filter(user__username=person)
+    if model:
+        records = records.filter(model_id=model)
+    return records
+
+
+def figures(records: QuerySet[UsageRecord]) -> dict:
+    """The window's figures in one group."""
+    return _finish(records.aggregate(**measures()))
+
+
+def over_time(records: QuerySet[UsageRecord], window: Window) -> list[dict]:
+    """The figures per hour or day of the window, empty buckets included (with zero requests),
+    oldest first; each group's `bucket` is its naive local start time."""
+    rows = (
+        records.annotate(bucket=Trunc("timestamp", window.bucket, tzinfo=portal_time_zone()))
+        .values("bucket")
+        .annotate(**measures())
+        .order_by("bucket")
+    )
+    tz = portal_time_zone()
+    found = {row["bucket"].astimezone(tz).replace(tzinfo=None): row for row in rows}
+    return [_finish({**EMPTY, **found.get(key, {}), "bucket": key}) for key in window.buckets()]
+
+
+def breakdown(records: QuerySet[UsageRecord], by: str, limit: int = BREAKDOWN_LIMIT) -> list[dict]:
+    """The figures per person or model (BREAKDOWNS), those with the most requests first; each
+    group's `label` names it."""
+    fields = BREAKDOWNS[by]
+    rows = records.values(*fields).annotate(**measures()).order_by("-requests", *fields)[:limit]
+    return [_finish({**row, "label": row[fields[-1]]}) for row in rows]
