@@ -1,9 +1,13 @@
+from __future__ import annotations
+
 import secrets
 
 from django.conf import settings
-from django.db import models
+from django.db import IntegrityError, models, transaction
 
 COMPLIANCE_TAG = "GENESYS_AI_GATEWAY_V2"
+# The key of the ANALYTICS_WEBHOOK_URL endpoint in delivery jobs (the others use their row's id).
+SETTINGS_ENDPOINT = "settings"
 
 
 def new_audit_id() -> str:
@@ -166,17 +170,30 @@ class WebhookEndpoint(models.Model):
     def save(self, *args, **kwargs):
         if not self.secret:
             self.secret = new_webhook_secret()
-        super().save(*args, **kwargs)
-        from audit import webhooks
+        super().save(*args, **kwargs)  # audit/webhooks.py forgets its cached endpoint list on post_save
 
-        webhooks.endpoints_changed()
-
-    def delete(self, *args, **kwargs):
-        result = super().delete(*args, **kwargs)
-        from audit import webhooks
-
-        webhooks.endpoints_changed()
-        return result
+    @classmethod
+    def from_environment(cls) -> WebhookEndpoint | None:
+        """The row of the ANALYTICS_WEBHOOK_URL endpoint, created or brought up to date with the
+        environment (the worker calls this; None when the setting is not set)."""
+        if not settings.ANALYTICS_WEBHOOK_URL:
+            return None
+        wanted = {"url": settings.ANALYTICS_WEBHOOK_URL, "secret": settings.ANALYTICS_WEBHOOK_SECRET}
+        endpoint = cls.objects.filter(from_settings=True).first()
+        if endpoint is None:
+            try:
+                with transaction.atomic():
+                    return cls.objects.create(
+                        from_settings=True, event_types=list(EventType.values),
+                        description="ANALYTICS_WEBHOOK_URL (set in the environment)", **wanted,
+                    )
+            except IntegrityError:  # another worker created it first
+                endpoint = cls.objects.get(from_settings=True)
+        if endpoint.url != wanted["url"] or endpoint.secret != wanted["secret"]:
+            for field, value in wanted.items():
+                setattr(endpoint, field, value)
+            endpoint.save(update_fields=["url", "secret", "updated"])
+        return endpoint
 
 
 class WebhookDelivery(models.Model):

@@ -39,8 +39,7 @@ from procrastinate.retry import BaseRetryStrategy
 from procrastinate.worker import WORKER_NAME
 from standardwebhooks.webhooks import Webhook
 
-from audit.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from audit.webhooks import SETTINGS_ENDPOINT, settings_endpoint
+from audit.models import SETTINGS_ENDPOINT, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +106,7 @@ def _worker_name(context) -> str:
 
 def _first_run(event_id: str, endpoint_key: int | str, event: dict) -> WebhookDelivery | None:
     if endpoint_key == SETTINGS_ENDPOINT:
-        endpoint = settings_endpoint()
+        endpoint = WebhookEndpoint.from_environment()
     else:
         endpoint = WebhookEndpoint.objects.filter(pk=endpoint_key).first()
     if endpoint is None:

@@ -19,13 +19,15 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from audit.models import EventType, Status, WebhookDelivery, WebhookEndpoint
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 
-SETTINGS_ENDPOINT = "settings"
+from audit.models import SETTINGS_ENDPOINT, EventType, Status, WebhookDelivery, WebhookEndpoint
+
 
 EVENT_OF_STATUS = {
     Status.SUCCESS: EventType.COMPLETION_SUCCEEDED,
@@ -110,29 +112,6 @@ def completion_event(entry: dict, usage: dict) -> dict:
     }
 
 
-def settings_endpoint() -> WebhookEndpoint | None:
-    """The row of the ANALYTICS_WEBHOOK_URL endpoint, created or brought up to date with the
-    environment (the worker calls this; None when the setting is not set)."""
-    if not settings.ANALYTICS_WEBHOOK_URL:
-        return None
-    wanted = {"url": settings.ANALYTICS_WEBHOOK_URL, "secret": settings.ANALYTICS_WEBHOOK_SECRET}
-    endpoint = WebhookEndpoint.objects.filter(from_settings=True).first()
-    if endpoint is None:
-        try:
-            with transaction.atomic():
-                return WebhookEndpoint.objects.create(
-                    from_settings=True, event_types=list(EventType.values),
-                    description="ANALYTICS_WEBHOOK_URL (set in the environment)", **wanted,
-                )
-        except IntegrityError:  # another worker created it first
-            endpoint = WebhookEndpoint.objects.get(from_settings=True)
-    if endpoint.url != wanted["url"] or endpoint.secret != wanted["secret"]:
-        for field, value in wanted.items():
-            setattr(endpoint, field, value)
-        endpoint.save(update_fields=["url", "secret", "updated"])
-    return endpoint
-
-
 def resend(deliveries) -> tuple[int, int]:
     """Send these deliveries again, same event id and body, newly signed, with a new retry window.
     Pending ones are skipped (they are being retried), as are those of inactive endpoints.
@@ -151,3 +130,8 @@ def resend(deliveries) -> tuple[int, int]:
         for start in range(0, len(ids), 1000):
             deliver_webhook.batch_defer(*({"delivery": pk} for pk in ids[start:start + 1000]))
     return len(ids), total - len(ids)
+
+
+@receiver([post_save, post_delete], sender=WebhookEndpoint, dispatch_uid="webhook-endpoints-changed")
+def _forget_endpoints(sender, **kwargs):
+    endpoints_changed()

@@ -27,6 +27,7 @@ from django.test import Client
 from gateway_portal.child_processes import CAPTURE, ChildProcess, LinePrinted, NotReady, free_port
 
 PROJECT = Path(__file__).resolve().parents[1]
+ARTIFACTS = PROJECT / "test-artifacts"  # the browser tests' screenshots
 
 # What a compliance officer may read (view permissions only).
 OFFICER_PERMISSIONS = ("audit.view_auditentry", "audit.view_usagerecord", "chat.view_conversation", "chat.view_message")

@@ -4,18 +4,14 @@ Content-Security-Policy), light and dark, desktop and phone; screenshots in test
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
 
 from audit.models import UsageRecord
 
-PROJECT = Path(__file__).resolve().parents[2]
-ARTIFACTS = PROJECT / "test-artifacts"
-CHROMIUM = os.environ.get("PORTAL_CHROMIUM", "/usr/bin/chromium")
+from tests.helpers import ARTIFACTS
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -30,24 +26,6 @@ PAINTED = """(id) => {
   for (let i = 3; i < pixels.length; i += 4) if (pixels[i] > 0) painted++;
   return painted;
 }"""
-
-
-@pytest.fixture
-def browser():
-    if not Path(CHROMIUM).is_file():
-        if os.environ.get("PORTAL_REQUIRE_BROWSER"):
-            pytest.fail(f"Chromium not found at {CHROMIUM}; install Debian's chromium package.")
-        pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
-        )
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -6,39 +6,13 @@ except in CI (PORTAL_REQUIRE_BROWSER=1), where a missing browser is a failure.
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import pytest
 
-PROJECT = Path(__file__).resolve().parents[2]
-ARTIFACTS = PROJECT / "test-artifacts"
-CHROMIUM = os.environ.get("PORTAL_CHROMIUM", "/usr/bin/chromium")
+from tests.helpers import ARTIFACTS
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _need_browser():
-    if not Path(CHROMIUM).is_file():
-        if os.environ.get("PORTAL_REQUIRE_BROWSER"):
-            pytest.fail(f"Chromium not found at {CHROMIUM}; install Debian's chromium package.")
-        pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
-
-
-@pytest.fixture
-def browser():
-    _need_browser()
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
-        )
-        yield browser
-        browser.close()
 
 
 def log_in(browser, portal, viewport=(1280, 800), who="alice"):
