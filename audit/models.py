@@ -127,7 +127,8 @@ def new_webhook_secret() -> str:
 
 
 class EventType(models.TextChoices):
-    """What a webhook endpoint can subscribe to; one per way a completion ends."""
+    """What a webhook endpoint can subscribe to: the audit actions of a completion's end (an
+    event's type is its audit entry's `action`, class Action above)."""
 
     COMPLETION_SUCCEEDED = "completion.succeeded"
     COMPLETION_FAILED = "completion.failed"

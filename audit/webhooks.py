@@ -26,15 +26,9 @@ from django.utils import timezone
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
-from audit.models import SETTINGS_ENDPOINT, EventType, Status, WebhookDelivery, WebhookEndpoint
+from audit.models import SETTINGS_ENDPOINT, EventType, WebhookDelivery, WebhookEndpoint
 
 
-EVENT_OF_STATUS = {
-    Status.SUCCESS: EventType.COMPLETION_SUCCEEDED,
-    Status.ERROR: EventType.COMPLETION_FAILED,
-    Status.CANCELLED: EventType.COMPLETION_CANCELLED,
-    Status.REJECTED: EventType.COMPLETION_REFUSED,
-}
 
 _lock = threading.Lock()
 _cached: tuple[float, dict[str, list[int | str]]] = (0.0, {})
@@ -74,7 +68,7 @@ def endpoints_by_event() -> dict[str, list[int | str]]:
 def enqueue_completion(entry: dict, usage: dict) -> None:
     """Enqueue the delivery of a completion's event to every endpoint that wants it, in the
     caller's transaction. `entry` and `usage` are the rows audit.actions.completion_rows() made."""
-    endpoints = endpoints_by_event().get(EVENT_OF_STATUS[entry["status"]])
+    endpoints = endpoints_by_event().get(entry["action"])  # the event type is the audit entry's action
     if not endpoints:
         return
     event = completion_event(entry, usage)
@@ -93,7 +87,7 @@ def completion_event(entry: dict, usage: dict) -> dict:
     the token counts come from and the audit id. The worker adds the person's user name."""
     # Teams arrive with the governance issue: "team" joins "person" here then.
     return {
-        "type": EVENT_OF_STATUS[entry["status"]],
+        "type": entry["action"],
         "request_id": usage["request_id"],
         "latency_ms": usage["latency_ms"],
         "input_tokens": usage["input_tokens"],

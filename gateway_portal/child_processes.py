@@ -10,6 +10,8 @@ No Django here: the emulator and the bench's load client run without it.
 
 from __future__ import annotations
 
+import abc
+
 import ctypes
 import functools
 import http.client
@@ -208,11 +210,12 @@ def stop_together(children: list[ChildProcess], grace: float) -> None:
 # --- readiness checks: ready(child) -> bool, asked again every `interval` until it says True ------
 
 
-class Readiness:
+class Readiness(abc.ABC):
     waiting_for = "get ready"
 
+    @abc.abstractmethod
     def __call__(self, child: ChildProcess) -> bool:
-        raise NotImplementedError
+        """Whether the child is ready now."""
 
     def close(self) -> None:
         """Called once waiting is over, ready or not."""
