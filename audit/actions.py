@@ -1,12 +1,18 @@
-"""The writes of the audit trail (Zulip's do_* style): what a completion leaves for compliance.
+"""The writes of the audit trail (Zulip's do_* style): what a completion, or a person, leaves for
+compliance.
 
-`do_record_completion()` writes a completion's audit entry and usage record inside the same
-transaction as whatever the caller stores with them (the chat's answer), so an answer is never
-stored without its audit entry. It owns the audit id and the entry's place in the hash chain
-(audit/chain.py: the chain's lock is taken in that transaction, so it is held only until the
-commit). `completion_rows()` is the one shape of those two rows: the live path and `seed_usage`
-both write through it. The webhook delivery jobs of the
-completion's event are enqueued in that transaction too (audit/webhooks.py).
+Every entry is appended by `_append()`: in one transaction it takes the chain's lock, reads its
+head (audit/chain.py), runs the caller's own writes, and inserts the sealed entry, so an answer is
+never stored without its entry and the lock is held only until the commit.
+
+- `do_record_completion()`: a completion's end (complete, error, cancelled): entry + usage record,
+  and the webhook delivery jobs of its event (audit/webhooks.py), beside the stored answer.
+- `do_record_refusal()`: a completion refused before it went upstream (a limit, an invalid
+  request): entry + usage record with status "rejected", and no message.
+- `do_record_event()`: anything else compliance reviews (log-ins, team changes, exports, ...).
+
+`completion_rows()` is the one shape of a completion's two rows: the live path and `seed_usage`
+both write through it.
 """
 
 from __future__ import annotations
@@ -24,6 +30,12 @@ from chat.completion import CANCELLED, COMPLETE, ERROR, Exchange, Outcome
 
 AUDIT_STATUS = {COMPLETE: Status.SUCCESS, ERROR: Status.ERROR, CANCELLED: Status.CANCELLED}
 ACTION = {COMPLETE: Action.COMPLETION_SUCCEEDED, ERROR: Action.COMPLETION_FAILED, CANCELLED: Action.COMPLETION_CANCELLED}
+# A refusal by one of the limits (chat/quotas.py) rather than by validation.
+LIMIT_CODES = frozenset({"quota_exceeded", "rate_limited", "budget_exhausted"})
+
+
+def prompt_sha256(messages: list[dict]) -> str:
+    return chain.sha256_of(json.dumps(messages, sort_keys=True, separators=(",", ":"), ensure_ascii=False))
 
 
 def completion_rows(exchange: Exchange, outcome: Outcome, *, audit_id: str, when: datetime) -> tuple[dict, dict]:
@@ -35,6 +47,7 @@ def completion_rows(exchange: Exchange, outcome: Outcome, *, audit_id: str, when
         "request_id": exchange.request_id,
         "user_id": exchange.user_id,
         "team_id": exchange.team_id,
+        "target": "",
         "conversation_id": exchange.conversation_id,
         "message_id": exchange.message_id,
         "model_id": exchange.model_id,
@@ -44,7 +57,7 @@ def completion_rows(exchange: Exchange, outcome: Outcome, *, audit_id: str, when
         "filters": outcome.filters,
         "compliance_tag": COMPLIANCE_TAG,
         "timestamp": when,
-        "prompt_sha256": chain.sha256_of(json.dumps(exchange.messages, sort_keys=True, separators=(",", ":"), ensure_ascii=False)),
+        "prompt_sha256": prompt_sha256(exchange.messages),
         "answer_sha256": chain.sha256_of(outcome.text),
         "details": {"client": exchange.client},
     }
@@ -67,9 +80,12 @@ def completion_rows(exchange: Exchange, outcome: Outcome, *, audit_id: str, when
     return entry, usage
 
 
-def do_record_completion(exchange: Exchange, outcome: Outcome, *, also: Callable[[datetime], None] | None = None) -> str:
-    """Write the completion's audit entry and usage record, and run `also(now)` (the caller's own
-    writes) in the same transaction; returns the audit id.
+Rows = Callable[[str, datetime], tuple[dict, dict | None]]
+
+
+def _append(rows: Rows, *, also: Callable[[datetime], None] | None = None, notify: bool = False) -> str:
+    """Append one entry (and its usage record, if `rows` gives one) after the caller's writes
+    `also(now)`, all in one transaction; returns the audit id.
 
     The seed's audit id (AUD- and 8 hex digits) has 4 billion values, so at a million entries one
     new id in a few thousand collides; the whole transaction is then tried again with a new id
@@ -82,14 +98,74 @@ def do_record_completion(exchange: Exchange, outcome: Outcome, *, also: Callable
                 head = chain.lock_head()  # first: the entry's time then follows the chain's order
                 now = timezone.now()
                 if also is not None:
-                    also(now)  # before the rows: it may find the answer deleted meanwhile and say so in `exchange`
-                entry, usage = completion_rows(exchange, outcome, audit_id=audit_id, when=now)
+                    also(now)  # before the rows: it may find the answer deleted meanwhile and say so
+                entry, usage = rows(audit_id, now)
                 chain.link([entry], head)
                 AuditEntry.objects.create(**entry)
-                UsageRecord.objects.create(**usage)
-                webhooks.enqueue_completion(entry, usage)  # the outbox: committed with the entry, or not at all
+                if usage is not None:
+                    UsageRecord.objects.create(**usage)
+                    if notify:
+                        webhooks.enqueue_completion(entry, usage)  # the outbox: committed with the entry, or not at all
             return audit_id
         except IntegrityError as exc:
             if attempt == 2 or "audit_id" not in str(exc):
                 raise
     raise AssertionError("unreachable")
+
+
+def do_record_completion(exchange: Exchange, outcome: Outcome, *, also: Callable[[datetime], None] | None = None) -> str:
+    """Write the completion's audit entry and usage record, and run `also(now)` (the caller's own
+    writes: the answer) in the same transaction; returns the audit id."""
+    return _append(lambda audit_id, now: completion_rows(exchange, outcome, audit_id=audit_id, when=now), also=also, notify=True)
+
+
+def do_record_refusal(
+    *, request_id: str, user_id: int, team_id: int | None, model_id: str, client: str, code: str, sentence: str,
+    retry_after: float | None = None, conversation_id: int | None = None, messages: list[dict] | None = None,
+) -> str:
+    """A completion refused before it went upstream: one entry (status "rejected", the error code,
+    the sentence the person was shown) and a usage record with no tokens, so analytics count it.
+    A refusal by a limit is a webhook event (completion.refused); an invalid request is not."""
+    by_limit = code in LIMIT_CODES
+    details = {"client": client, "reason": sentence}
+    if retry_after is not None:
+        details["retry_after"] = retry_after
+
+    def rows(audit_id: str, now: datetime) -> tuple[dict, dict]:
+        entry = {
+            "action": Action.COMPLETION_REFUSED if by_limit else Action.COMPLETION_REJECTED,
+            "audit_id": audit_id, "request_id": request_id, "user_id": user_id, "team_id": team_id,
+            "target": "", "conversation_id": conversation_id, "message_id": None, "model_id": model_id,
+            "status": Status.REJECTED, "error_code": code, "safety_filtered": False, "filters": [],
+            "compliance_tag": COMPLIANCE_TAG, "timestamp": now,
+            "prompt_sha256": prompt_sha256(messages) if messages else "", "answer_sha256": "", "details": details,
+        }
+        usage = {
+            "request_id": request_id, "user_id": user_id, "team_id": team_id, "model_id": model_id,
+            "status": Status.REJECTED, "latency_ms": 0, "ttft_ms": None, "input_tokens": 0, "output_tokens": 0,
+            "input_chars": 0, "output_chars": 0, "tokens_per_second": 0.0, "timestamp": now,
+        }
+        return entry, usage
+
+    return _append(rows, notify=by_limit)
+
+
+def do_record_event(
+    action: Action, *, actor=None, team=None, target: str = "", details: dict | None = None,
+    conversation_id: int | None = None, also: Callable[[datetime], None] | None = None,
+) -> str:
+    """Audit something a person did (Action: a log-in, a team change, an export, ...): who acted
+    (`actor`, a user or None), for which team, on what (`target`, "kind:identifier") and the facts
+    that matter (`details`, JSON). `also(now)` runs the change itself in the same transaction, so
+    a change is never made without its entry."""
+
+    def rows(audit_id: str, now: datetime) -> tuple[dict, None]:
+        return {
+            "action": action, "audit_id": audit_id, "request_id": "",
+            "user_id": getattr(actor, "pk", actor), "team_id": getattr(team, "pk", team), "target": target,
+            "conversation_id": conversation_id, "message_id": None, "model_id": "", "status": "", "error_code": "",
+            "safety_filtered": False, "filters": [], "compliance_tag": COMPLIANCE_TAG, "timestamp": now,
+            "prompt_sha256": "", "answer_sha256": "", "details": details or {},
+        }, None
+
+    return _append(rows, also=also)

@@ -30,6 +30,9 @@ SEALED = (
     "model_id", "status", "error_code", "safety_filtered", "filters", "compliance_tag", "timestamp",
     "prompt_sha256", "answer_sha256", "details",
 )
+# Fields added after entries were first sealed: covered when set, left out of the JSON when
+# empty, so every entry sealed before they existed still verifies (and emptying one still shows).
+SEALED_WHEN_SET = ("target",)
 
 
 def _plain(value):
@@ -40,7 +43,9 @@ def _plain(value):
 
 def canonical(values: dict) -> bytes:
     """The entry as sorted, compact JSON (UTC timestamps to the microsecond PostgreSQL keeps)."""
-    return json.dumps({name: _plain(values.get(name)) for name in SEALED}, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    plain = {name: _plain(values.get(name)) for name in SEALED}
+    plain.update({name: values[name] for name in SEALED_WHEN_SET if values.get(name)})
+    return json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def seal(prev_hash: str, values: dict) -> str:
@@ -88,7 +93,7 @@ def verify(batch: int = 10_000) -> Verdict:
     """Walk the whole chain in seq order, recomputing every hash."""
     from audit.models import AuditEntry
 
-    fields = [name for name in SEALED] + ["prev_hash", "hash"]
+    fields = [*SEALED, *SEALED_WHEN_SET, "prev_hash", "hash"]
     expected_seq, prev_hash, checked = 1, GENESIS, 0
     last = 0
     while True:

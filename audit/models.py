@@ -24,33 +24,62 @@ class Status(models.TextChoices):
 
 
 class Action(models.TextChoices):
-    """What an audit entry records (more kinds arrive with log-ins, teams, exports, keys)."""
+    """What an audit entry records: a completion's end, or something a person did that compliance
+    reviews (audit/actions.py writes both kinds)."""
 
     COMPLETION_SUCCEEDED = "completion.succeeded"
     COMPLETION_FAILED = "completion.failed"
     COMPLETION_CANCELLED = "completion.cancelled"
+    # Refused before it went upstream: by a limit (quota, rate, budget) or as an invalid request.
+    COMPLETION_REFUSED = "completion.refused"
+    COMPLETION_REJECTED = "completion.rejected"
+    LOGIN = "auth.login"
+    LOGIN_FAILED = "auth.login_failed"
+    LOGOUT = "auth.logout"
+    TRANSCRIPT_VIEWED = "transcript.viewed"
+    EXPORT_CREATED = "export.created"
+    CONVERSATION_SHARED = "conversation.shared"
+    CONVERSATION_UNSHARED = "conversation.unshared"
+    TEAM_CREATED = "team.created"
+    TEAM_CHANGED = "team.changed"
+    MEMBER_ADDED = "team.member_added"
+    MEMBER_REMOVED = "team.member_removed"
+    ROLE_CHANGED = "team.role_changed"
+    LIMITS_CHANGED = "team.limits_changed"
+    LEGAL_HOLD_SET = "legal_hold.set"
+    LEGAL_HOLD_RELEASED = "legal_hold.released"
+    RETENTION_PURGED = "retention.purged"
+    APIKEY_CREATED = "apikey.created"
+    APIKEY_REVOKED = "apikey.revoked"
+    CHECKPOINT = "audit.checkpoint"
 
 
 class AuditEntry(models.Model):
-    """One event of the audit trail (today: a governed completion, as the seed's audit entry: who
-    asked which model, and how it ended). Append-only and hash-chained (audit/chain.py)."""
+    """One event of the audit trail: a governed completion (the seed's audit entry: who asked which
+    model, and how it ended), or an action compliance reviews (a log-in, a team change, an
+    officer opening a transcript, ...): `user` is who acted, `target` what was acted on.
+    Append-only and hash-chained (audit/chain.py)."""
 
     seq = models.BigIntegerField(unique=True, null=True, editable=False)
     prev_hash = models.CharField(max_length=64, blank=True, editable=False)
     hash = models.CharField(max_length=64, blank=True, editable=False)
     action = models.CharField(max_length=64, choices=Action.choices, default=Action.COMPLETION_SUCCEEDED)
     audit_id = models.CharField(max_length=16, unique=True, default=new_audit_id, editable=False)
-    request_id = models.CharField(max_length=64, db_index=True)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    request_id = models.CharField(max_length=64, db_index=True, blank=True)
+    # Who acted (none for a failed log-in under a name nobody has: details["username"] says it).
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     team = models.ForeignKey("gateway_portal.Team", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    # What was acted on, as "kind:identifier" ("user:bob", "team:red", "conversation:42"): exact
+    # search in the admin. Empty for completions (their conversation and message say it).
+    target = models.CharField(max_length=200, blank=True, db_index=True)
     # Plain references, no database constraint: an entry outlives the conversation it names (it is
     # never updated, so it cannot be set to NULL when the conversation goes).
     conversation = models.ForeignKey(
         "chat.Conversation", null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
     )
     message = models.ForeignKey("chat.Message", null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
-    model_id = models.CharField(max_length=100)
-    status = models.CharField(max_length=16, choices=Status.choices)
+    model_id = models.CharField(max_length=100, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, blank=True)
     error_code = models.CharField(max_length=64, blank=True)
     safety_filtered = models.BooleanField(default=False)
     filters = models.JSONField(default=list, blank=True)
@@ -69,6 +98,7 @@ class AuditEntry(models.Model):
             models.Index(fields=["user", "-timestamp"]),
             models.Index(fields=["status", "-timestamp"]),
             models.Index(fields=["team", "-timestamp"]),
+            models.Index(fields=["action", "-timestamp"]),
         ]
 
     def __str__(self):
@@ -133,8 +163,7 @@ class EventType(models.TextChoices):
     COMPLETION_SUCCEEDED = "completion.succeeded"
     COMPLETION_FAILED = "completion.failed"
     COMPLETION_CANCELLED = "completion.cancelled"
-    # Sent once a refusal by a limit is audited (the limits issue): Status.REJECTED maps to it.
-    COMPLETION_REFUSED = "completion.refused"
+    COMPLETION_REFUSED = "completion.refused"  # by a limit, before it went upstream
 
 
 class WebhookEndpoint(models.Model):

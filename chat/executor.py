@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator
 
 from django.conf import settings
 
-from audit.actions import do_record_completion
+from audit.actions import do_record_completion, do_record_refusal
 from chat import quotas
 from chat.actions import ConversationTranscript, NoTranscript, run_in_thread
 from chat.completion import (
@@ -45,7 +45,7 @@ from chat.completion import (
     Started,
     final_event,
 )
-from chat.errors import InternalError, PortalError, PortalUnavailable
+from chat.errors import InternalError, NotFound, PortalError, PortalUnavailable
 from chat.filters import SafetyPipeline
 from chat.upstream import errors
 from chat.upstream.genesys import Finish, GenesysClient, TextBatch, get_client
@@ -68,6 +68,7 @@ class ChatExecutor:
             lease = await quotas.concurrency.reserve(request.user, request.team)
         except PortalError as exc:
             log.info("refused %s for user %s: %s", request_id, request.user.pk, exc.code)
+            await _refused(request, request_id, exc)
             yield Failed.from_error(exc)
             return
         except Exception:
@@ -79,6 +80,8 @@ class ChatExecutor:
                 title, messages = await transcript.history(request)
                 validate(messages, model_id=request.model_id, temperature=request.temperature, max_tokens=request.max_tokens)
             except PortalError as exc:
+                if not isinstance(exc, NotFound):  # someone else's conversation: nothing of theirs to audit
+                    await _refused(request, request_id, exc, getattr(transcript, "conversation_id", None))
                 yield Failed.from_error(exc)
                 return
             exchange = Exchange(
@@ -200,6 +203,19 @@ class ChatExecutor:
         keep_answer = functools.partial(transcript.finish, exchange, outcome)
         await _uninterruptible(run_in_thread(do_record_completion)(exchange, outcome, also=keep_answer))
         yield final_event(exchange.message_id, outcome)
+
+
+async def _refused(request: CompletionRequest, request_id: str, error: PortalError, conversation_id: int | None = None) -> None:
+    """Audit a completion refused before it went upstream (a limit, an invalid request). The
+    person's error frame does not wait on a failure to write it: that is logged."""
+    try:
+        await run_in_thread(do_record_refusal)(
+            request_id=request_id, user_id=request.user.pk, team_id=request.team.pk if request.team is not None else None,
+            model_id=request.model_id, client=request.client, code=error.code, sentence=str(error),
+            retry_after=error.retry_after, conversation_id=conversation_id, messages=request.messages,
+        )
+    except Exception:
+        log.exception("could not audit the refusal of %s", request_id)
 
 
 async def _chain(first: asyncio.Future, rest: AsyncIterator):

@@ -99,3 +99,25 @@ def test_seeded_entries_are_chained_like_live_ones():
     call_command("seed_usage", rows=500)
     call_command("seed_usage", rows=300)
     assert "intact: 800 entries" in verify()
+
+
+@pytest.mark.parametrize("rewrite", ["target = 'user:mallory'", "target = ''"])
+def test_events_beside_completions_join_the_chain_and_their_target_is_sealed(alice, bob, rewrite):
+    from audit.actions import do_record_event
+    from audit.models import Action
+
+    red = team_named("Red")
+    do_record_event(Action.MEMBER_ADDED, actor=alice, team=red, target="user:bob", details={"role": "member"})
+    do_record_event(Action.LOGIN_FAILED, actor=None, details={"username": "nobody"})
+    assert "intact: 2 entries checked" in verify()
+    entry = AuditEntry.objects.get(seq=1)
+    assert (entry.action, entry.user, entry.team, entry.target) == ("team.member_added", alice, red, "user:bob")
+    assert AuditEntry.objects.get(seq=2).user is None
+
+    # Changing what was acted on, or blanking it, past the trigger breaks the chain at that entry.
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE audit_auditentry DISABLE TRIGGER audit_entries_are_append_only")
+        cursor.execute(f"UPDATE audit_auditentry SET {rewrite} WHERE seq = 1")
+        cursor.execute("ALTER TABLE audit_auditentry ENABLE TRIGGER audit_entries_are_append_only")
+    with pytest.raises(CommandError, match="broken at entry 1"):
+        verify()

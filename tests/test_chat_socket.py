@@ -156,6 +156,10 @@ async def test_the_concurrency_quota_refuses_one_more_answer_with_a_reason(alice
     error = frames[-1]
     assert error["code"] == "quota_exceeded" and error["message"] is None and error["retryable"] is True
     assert "2 answers in progress" in error["detail"]
+    # Every refusal is an audit entry naming the limit, with nothing stored in the conversation.
+    refusal = await AuditEntry.objects.aget(user=alice, action="completion.refused")
+    assert refusal.status == "rejected" and refusal.error_code == "quota_exceeded"
+    assert "2 answers in progress" in refusal.details["reason"] and refusal.details["client"] == "browser"
     # Stop both so the test ends promptly.
     started_ids = await sync_to_async(lambda: list(Message.objects.filter(role="assistant").values_list("id", flat=True)))()
     for message_id in started_ids:

@@ -122,7 +122,13 @@ async def test_an_invalid_request_is_refused_with_a_sentence_before_anything_goe
     assert len(events) == 1 and isinstance(events[0], Failed)
     assert events[0].code == "invalid_request" and "Temperature" in events[0].detail and not events[0].retryable
     assert completion_requests(emulator) == before
-    assert await AuditEntry.objects.acount() == 0
+    # Refused, and still audited: one entry that says why, a usage record for the analytics, no message.
+    entry = await AuditEntry.objects.aget(user=alice)
+    assert (entry.action, entry.status, entry.error_code) == ("completion.rejected", "rejected", "invalid_request")
+    assert "Temperature" in entry.details["reason"] and entry.details["client"] == "api"
+    assert entry.team_id == red.pk and entry.message_id is None and entry.prompt_sha256
+    entries, usages, messages = await trail(entry.request_id)
+    assert len(entries) == 1 and usages[0]["status"] == "rejected" and usages[0]["output_tokens"] == 0 and messages == 0
 
 
 async def test_an_upstream_failure_is_stored_as_retryable_with_its_audit_entry(alice, red):

@@ -32,6 +32,7 @@ STATUSES = [COMPLETE] * 92 + [ERROR] * 5 + [CANCELLED] * 3
 AUDIT_COLUMNS = (
     "seq", "prev_hash", "hash", "action", "audit_id", "request_id", "user_id", "team_id", "model_id", "status",
     "error_code", "safety_filtered", "filters", "compliance_tag", "timestamp", "prompt_sha256", "answer_sha256", "details",
+    "target",
 )
 USAGE_COLUMNS = (
     "request_id", "user_id", "team_id", "model_id", "status", "latency_ms", "ttft_ms", "input_tokens", "output_tokens",
