@@ -30,7 +30,7 @@ from django.conf import settings
 
 from audit.actions import do_record_completion, do_record_refusal
 from chat import quotas
-from chat.actions import ConversationTranscript, NoTranscript, run_in_thread
+from chat.actions import AnswerAlreadyStored, ConversationTranscript, NoTranscript, run_in_thread
 from chat.completion import (
     CANCELLED,
     COMPLETE,
@@ -139,6 +139,7 @@ class ChatExecutor:
         cancelled = False
         first_token_at = None
         this_task = asyncio.current_task()
+        heartbeat = asyncio.create_task(_keep_checkpointing(transcript, exchange, relayed)) if exchange.message_id else None
         try:
             async for event in _chain(first, upstream):
                 if this_task is not None and this_task.cancelling():
@@ -173,7 +174,11 @@ class ChatExecutor:
             if current is not None:
                 current.uncancel()
         finally:
+            if heartbeat is not None:
+                heartbeat.cancel()
             await upstream.aclose()
+            if heartbeat is not None:
+                await asyncio.wait([heartbeat])
 
         latency_ms = int((time.monotonic() - started) * 1000)
         outcome = Outcome(
@@ -201,7 +206,11 @@ class ChatExecutor:
             outcome.finish_reason = finish.finish_reason if finish else "stop"
 
         keep_answer = functools.partial(transcript.finish, exchange, outcome)
-        await _uninterruptible(run_in_thread(do_record_completion)(exchange, outcome, also=keep_answer))
+        try:
+            await _uninterruptible(run_in_thread(do_record_completion)(exchange, outcome, also=keep_answer))
+        except AnswerAlreadyStored:
+            log.warning("answer %s was stored as interrupted while it streamed (no heartbeat for %s s)",
+                        exchange.message_id, settings.PORTAL_INTERRUPTED_AFTER_SECONDS)
         yield final_event(exchange.message_id, outcome)
 
 
@@ -216,6 +225,21 @@ async def _refused(request: CompletionRequest, request_id: str, error: PortalErr
         )
     except Exception:
         log.exception("could not audit the refusal of %s", request_id)
+
+
+async def _keep_checkpointing(transcript: Transcript, exchange: Exchange, relayed: list[str]) -> None:
+    """Save the answer's text so far every PORTAL_CHECKPOINT_SECONDS, whether or not text arrives
+    (a model that thinks for a minute is alive): a crash then loses at most that much, and the
+    save is the heartbeat chat/recovery.py reads. A failed save is logged and tried next time."""
+    this_task = asyncio.current_task()
+    while True:
+        await asyncio.sleep(settings.PORTAL_CHECKPOINT_SECONDS)
+        try:
+            await transcript.checkpoint(exchange, "".join(relayed))
+        except Exception:
+            log.warning("could not checkpoint answer %s", exchange.message_id, exc_info=True)
+        if this_task.cancelling():  # a cancel absorbed by the thread hop (asgiref waits for the thread)
+            return
 
 
 async def _chain(first: asyncio.Future, rest: AsyncIterator):

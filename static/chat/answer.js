@@ -24,6 +24,7 @@
     rate_limited: "The AI service is busy",
     upstream_unavailable: "The AI service is unavailable",
     upstream_interrupted: "The answer was interrupted",
+    interrupted: "The portal stopped while answering",
     upstream_rejected: "The AI service refused this request",
     upstream_timeout: "The AI service took too long",
     invalid_request: "This message could not be sent",
@@ -335,6 +336,16 @@
           opts.retry();
         });
         actions.appendChild(btn);
+      }
+      if (opts.continueAnswer) {
+        // The answer has text worth keeping: ask the model to go on from it rather than repeat it.
+        var more = document.createElement("button");
+        more.type = "button";
+        more.className = "btn btn-small btn-primary retry-btn continue-btn";
+        more.textContent = "Continue";
+        more.title = "Ask the model to go on from where this answer stopped";
+        more.addEventListener("click", function () { opts.continueAnswer(); });
+        actions.appendChild(more);
       }
       if (actions.childNodes.length) card.appendChild(actions);
       var anchor = opts.after;
