@@ -241,6 +241,8 @@ PORTAL_CHECKPOINT_SECONDS = env.float("PORTAL_CHECKPOINT_SECONDS", default=5.0)
 # An answer whose heartbeat is older than this is taken for one whose process died: it is stored
 # as "interrupted" (at a reload, by runportal at start, by a job every minute).
 PORTAL_INTERRUPTED_AFTER_SECONDS = env.float("PORTAL_INTERRUPTED_AFTER_SECONDS", default=30.0)
+# Where audit chain checkpoints are appended as JSON lines, besides the log (audit/checkpoints.py).
+PORTAL_AUDIT_CHECKPOINT_FILE = env.str("PORTAL_AUDIT_CHECKPOINT_FILE", default="")
 # Server processes `runportal` starts on its port; more than one needs REDIS_URL (chat/answer_bus.py).
 PORTAL_WORKERS = env.int("PORTAL_WORKERS", default=1)
 # Safety filters applied to every completion, in order; "list_markers" is opt-in (it breaks markdown).
