@@ -154,16 +154,16 @@ def month_used_in_database(team_id: int, month: str) -> int:
 
 def refusal(name: str, value: int, retry_after: int | None, *, need: int = 0, used: int = 0) -> QuotaExceeded:
     """The error for a limit reached: which one, its value, when to try again, in a sentence."""
-    wait = f" You can send again in {_duration(retry_after)}." if retry_after else ""
+    # When to try again is retry_after (the page counts it down), not in the sentence.
     if name == "concurrent_per_person":
         text = (f"You already have {value} answers in progress, the most allowed at once. "
                 "Wait for one to finish, or stop one, then send again.")
     elif name == "concurrent_per_team":
-        text = f"Your team already has {value} answers in progress, the most it may have at once.{wait}"
+        text = f"Your team already has {value} answers in progress, the most it may have at once."
     elif name == "concurrent_global":
-        text = f"The portal is answering {value} questions at once, the most it allows.{wait}"
+        text = f"The portal is answering {value} questions at once, the most it allows. Please wait a moment."
     elif name == "requests_per_minute":
-        text = f"You have sent {value} messages this minute, the most allowed per minute.{wait}"
+        text = f"You have sent {value} messages this minute, the most allowed per minute."
     elif name == "tokens_per_minute":
         if need > value:
             text = (f"This request may need up to {need:,} tokens (max tokens plus the conversation), more than "
@@ -171,24 +171,14 @@ def refusal(name: str, value: int, retry_after: int | None, *, need: int = 0, us
             retry_after = None
         else:
             text = (f"Your team has used {used:,} of its {value:,} tokens for this minute; this request may need "
-                    f"up to {need:,}.{wait}")
+                    f"up to {need:,}.")
     else:
         text = (f"Your team has used {used:,} of its monthly budget of {value:,} tokens; this request may need up to "
-                f"{need:,}. Lower max tokens, or ask your team admin.{wait}")
+                f"{need:,}. Lower max tokens, or ask your team admin.")
     error = QuotaExceeded(text, limit=name, value=value, retry_after=retry_after)
     if name == "tokens_per_month":
         error.code = "budget_exhausted"
     return error
-
-
-def _duration(seconds: int) -> str:
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 7200:
-        return f"{round(seconds / 60)} min"
-    if seconds < 172800:
-        return f"{round(seconds / 3600)} h"
-    return f"{round(seconds / 86400)} days"
 
 
 # --- the reservation --------------------------------------------------------------------------

@@ -73,7 +73,7 @@ def validate(messages: list[dict], *, model_id, temperature, max_tokens, limits:
             f"The message is {len(last):,} characters long; the limit is {limits.max_message_chars:,}. Shorten it and send again."
         )
     estimated = estimate_tokens(total_chars)
-    if len(messages) == 1 and estimated > limits.max_history_tokens:
+    if estimate_tokens(len(last)) > limits.max_history_tokens:
         raise InvalidRequest(
             f"The message is about {estimated:,} tokens long; the limit is {limits.max_history_tokens:,}. "
             "Shorten it and send again."
