@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import logging
+import math
 import time
 import uuid
 from collections import Counter
@@ -414,7 +415,7 @@ class RedisLimits:
         minute, minute_left = _minute(now)
         month, month_left = _month(now)
         keys = _keys(user_id, team_id, minute, month)
-        args = [now, lease, now + lease_seconds, lease_seconds, need, minute_left, month_left, CONCURRENCY_RETRY_SECONDS,
+        args = [now, lease, now + lease_seconds, math.ceil(lease_seconds), need, minute_left, month_left, CONCURRENCY_RETRY_SECONDS,
                 *limits.values()]
         client, reserve, _, _ = self._client()
         answer = await reserve(keys=keys, args=args)
@@ -442,7 +443,7 @@ class RedisLimits:
             await asyncio.sleep(lease_seconds / 4)
             try:
                 _, _, _, renew = self._client()
-                await renew(keys=held, args=[r.lease, time.time() + lease_seconds, int(lease_seconds)])
+                await renew(keys=held, args=[r.lease, time.time() + lease_seconds, math.ceil(lease_seconds)])
             except Exception:  # the next turn tries again; the lease lasts three more
                 log.warning("could not renew limit lease %s", r.lease, exc_info=True)
 
