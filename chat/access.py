@@ -66,3 +66,14 @@ def usage_visible_to(user) -> QuerySet[UsageRecord]:
     if not administered:  # the common case keeps the plain filter, which the analytics index answers alone
         return UsageRecord.objects.filter(user=user)
     return UsageRecord.objects.filter(Q(user=user) | Q(team_id__in=administered))
+
+
+def team_membership(user, slug: str) -> Membership:
+    """The person's membership of the team with this slug (its `role` says whether they are its
+    admin), or Http404: a team they are not in does not exist for them."""
+    from django.http import Http404
+
+    membership = Membership.objects.filter(user=user, team__slug=slug).select_related("team").first()
+    if membership is None:
+        raise Http404("No such team.")
+    return membership

@@ -110,6 +110,7 @@ class Message(models.Model):
             token_source=usage.get("source", Outcome.token_source),
             latency_ms=stats.get("latency_ms", 0),
             ttft_ms=stats.get("ttft_ms"),
+            left_out=stats.get("left_out", 0),
         )
 
     def to_dict(self) -> dict:

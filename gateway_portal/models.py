@@ -86,3 +86,19 @@ def _join_the_default_team(sender, instance, created, raw=False, **kwargs):
     is the team admin's business."""
     if created and not raw and not Membership.objects.filter(user=instance).exists():
         Membership.objects.create(team=Team.default(), user=instance)
+
+
+class TeamLimits(models.Model):
+    """A team's own limits (chat/quotas.py), set by its admin on the team's limits page. Blank
+    follows the portal's default (PORTAL_... settings); 0 is no limit."""
+
+    team = models.OneToOneField(Team, on_delete=models.CASCADE, primary_key=True, related_name="limits")
+    concurrent_per_person = models.PositiveIntegerField(null=True, blank=True)
+    concurrent_per_team = models.PositiveIntegerField(null=True, blank=True)
+    requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_month = models.PositiveBigIntegerField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"limits of {self.team}"

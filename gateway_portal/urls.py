@@ -5,5 +5,6 @@ urlpatterns = [
     path("", include("chat.urls")),
     path("analytics/", include("audit.urls")),
     path("accounts/", include("gateway_portal.accounts")),
+    path("", include("gateway_portal.team_limits")),
     path("admin/", admin.site.urls),
 ]

@@ -334,6 +334,7 @@
     if (f.title) document.title = f.title + " · Gateway Portal";
     var m = answers.answer({ id: f.message, status: "streaming", seq: 0, model: p.frame.model });
     m.requestId = f.request_id || "";
+    if (f.left_out) m.leftOut(f.left_out);
     active = m;
     m.draw();
     if (p.stopRequested) {
