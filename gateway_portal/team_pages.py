@@ -127,7 +127,7 @@ class AddMemberView(_ManageTeam):
                 return redirect("teams:detail", slug=team.slug)
         view = TeamDetailView(request=request, kwargs={"slug": slug})
         view.object = team
-        return view.render_to_response(view.get_context_data(add_form=form), status=400)
+        return view.render_to_response(view.get_context_data(add_form=form))  # 200, as FormView does
 
 
 class RemoveMemberView(_ManageTeam):
