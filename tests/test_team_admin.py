@@ -151,3 +151,37 @@ def test_the_changes_need_a_csrf_token(tess, alice):
 
 def test_the_chat_page_header_links_to_the_teams(alice):
     assert 'href="/teams/"' in logged_in(alice).get("/").content.decode()
+
+
+def test_an_officer_is_staff_in_the_compliance_officers_group_and_nothing_less(charlie, django_user_model):
+    from gateway_portal.models import compliance_officers
+
+    staff = django_user_model.objects.create_user("sam", password="sam-password-1", is_staff=True)
+    client = logged_in(staff)
+    assert client.get("/teams/blue/").status_code == 404  # staff alone reads no other team
+    staff.groups.add(compliance_officers())
+    assert client.get("/teams/blue/").status_code == 200
+    assert client.get("/admin/audit/auditentry/").status_code == 200  # the group's view permissions
+    staff.is_staff = False
+    staff.save()
+    assert client.get("/teams/blue/").status_code == 404  # the group without staff status is not enough
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_makes_the_group_and_keeps_officers_who_held_the_permissions_directly(django_user_model):
+    from django.contrib.auth.models import Group, Permission
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    executor.migrate([("gateway_portal", "0002_teams")])
+    officer = django_user_model.objects.create_user("oscar", is_staff=True)
+    officer.user_permissions.add(Permission.objects.get(content_type__app_label="audit", codename="view_usagerecord"))
+    member = django_user_model.objects.create_user("mia")
+
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    group = Group.objects.get(name="Compliance officers")
+    assert sorted(group.permissions.values_list("codename", flat=True)) == [
+        "view_auditentry", "view_conversation", "view_message", "view_usagerecord"]
+    assert list(group.user_set.values_list("username", flat=True)) == ["oscar"] and member not in group.user_set.all()
