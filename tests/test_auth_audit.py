@@ -99,3 +99,4 @@ def test_the_user_admin_refuses_to_delete_a_person_with_audit_entries_and_says_d
     page = admin_client.post(f"/admin/auth/user/{bob.pk}/delete/", {"post": "yes"}, follow=True).content.decode()
     assert not type(bob).objects.filter(pk=bob.pk).exists()
     assert admin_client.get("/admin/auth/user/").status_code == 200
+    assert "Staff status" in admin_client.get(f"/admin/auth/user/{alice.pk}/change/").content.decode()
