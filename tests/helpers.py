@@ -26,6 +26,7 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from gateway_portal.child_processes import CAPTURE, ChildProcess, LinePrinted, NotReady, free_port
+from gateway_portal.models import OFFICER_PERMISSIONS  # noqa: F401  what the officers' group may view
 
 PROJECT = Path(__file__).resolve().parents[1]
 ARTIFACTS = PROJECT / "test-artifacts"  # the browser tests' screenshots
