@@ -3,8 +3,8 @@
 A person belongs to one or more teams and chats on behalf of one; every conversation, message,
 audit entry and usage record carries the team it was made for. Within a team a person is a member
 or the team's admin (who manages its members and, later, its limits). Two roles are global, not
-per team: the compliance officer (staff with the view permissions of the compliance records,
-audit.view_auditentry: reads everything, changes nothing) and the superuser.
+per team: the compliance officer (staff in the "Compliance officers" group, which holds the view
+permissions of the compliance records: reads everything, changes nothing) and the superuser.
 chat/access.py turns these into querysets.
 """
 
@@ -17,6 +17,26 @@ from django.dispatch import receiver
 from django.utils import timezone
 
 DEFAULT_TEAM_SLUG = "everyone"
+
+# The compliance officers' group (made by migration 0003) and what its members may view in the
+# admin. Nothing to add, change or delete: an officer reads the record, never alters it.
+COMPLIANCE_OFFICERS = "Compliance officers"
+OFFICER_PERMISSIONS = (
+    "audit.view_auditentry", "audit.view_usagerecord", "chat.view_conversation", "chat.view_message",
+)
+
+
+def compliance_officers():
+    """The officers' group with its view permissions (the migration makes it; this brings it back
+    after a test's flush, as Team.default() does for the default team)."""
+    from django.contrib.auth.models import Group, Permission
+
+    group, created = Group.objects.get_or_create(name=COMPLIANCE_OFFICERS)
+    if created:
+        for label in OFFICER_PERMISSIONS:
+            app_label, codename = label.split(".")
+            group.permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    return group
 
 
 class Team(models.Model):
