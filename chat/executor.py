@@ -26,8 +26,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
-from django.conf import settings
-
 from audit.actions import do_record_completion
 from chat import quotas
 from chat.actions import ConversationTranscript, NoTranscript, run_in_thread
@@ -46,7 +44,7 @@ from chat.completion import (
     final_event,
 )
 from chat.errors import InternalError, PortalError, PortalUnavailable
-from chat.filters import SafetyPipeline
+from chat.filters import SafetyPipeline, filter_names, screen_prompt
 from chat.upstream import errors
 from chat.upstream.genesys import Finish, GenesysClient, TextBatch, get_client
 from chat.validation import estimate_tokens, validate
@@ -77,6 +75,8 @@ class ChatExecutor:
         try:
             try:
                 title, messages = await transcript.history(request)
+                safety_filters = filter_names(request.team)
+                messages = screen_prompt(messages, safety_filters)
                 validate(messages, model_id=request.model_id, temperature=request.temperature, max_tokens=request.max_tokens)
             except PortalError as exc:
                 yield Failed.from_error(exc)
@@ -118,7 +118,7 @@ class ChatExecutor:
                 yield Failed.from_error(InternalError("The portal could not save your message. Please try again."))
                 return
             yield Started(exchange.conversation_id, exchange.message_id, exchange.user_message_id, request_id, exchange.title)
-            async for event in self._generate(exchange, transcript, upstream, first, began):
+            async for event in self._generate(exchange, transcript, upstream, first, began, safety_filters):
                 yield event
         finally:
             try:
@@ -126,10 +126,12 @@ class ChatExecutor:
             except Exception:  # the lease then expires on its own (quotas.py)
                 log.exception("could not release the quota lease of %s", request_id)
 
-    async def _generate(self, exchange: Exchange, transcript: Transcript, upstream, first, started: float) -> AsyncIterator[Event]:
-        safety = SafetyPipeline(settings.PORTAL_SAFETY_FILTERS)
+    async def _generate(
+        self, exchange: Exchange, transcript: Transcript, upstream, first, started: float, safety_filters: list[str]
+    ) -> AsyncIterator[Event]:
+        safety = SafetyPipeline(safety_filters)
         relayed: list[str] = []
-        raw_chars = 0
+        raw: list[str] = []  # the upstream's own text, kept when the filters change it
         seq = 0
         finish: Finish | None = None
         failure: errors.UpstreamError | None = None
@@ -146,7 +148,7 @@ class ChatExecutor:
                 if isinstance(event, TextBatch):
                     if first_token_at is None:
                         first_token_at = time.monotonic()
-                    raw_chars += len(event.text)
+                    raw.append(event.text)
                     text = safety.feed(event.text)
                     if text:
                         relayed.append(text)
@@ -178,6 +180,7 @@ class ChatExecutor:
             text="".join(relayed),
             model_id=exchange.model_id,
             filters=safety.report(),
+            upstream_text="".join(raw) if safety.changed() else "",
             latency_ms=latency_ms,
             ttft_ms=int((first_token_at - started) * 1000) if first_token_at else None,
         )
@@ -188,7 +191,7 @@ class ChatExecutor:
             outcome.token_source = UPSTREAM_COUNT
         else:
             outcome.input_tokens = estimate_tokens(exchange.input_chars)
-            outcome.output_tokens = estimate_tokens(raw_chars)
+            outcome.output_tokens = estimate_tokens(sum(map(len, raw)))
         if cancelled:
             outcome.status, outcome.finish_reason = CANCELLED, "cancelled"
         elif failure is not None:
