@@ -40,6 +40,7 @@ async def test_pii_in_an_answer_arrives_redacted_is_reported_and_the_raw_text_is
     # The screen only ever grows, so no part of them in the end means none at any moment.
     assert "jane.doe" not in text and "example.com" not in text and "415" not in text
     assert [f["label"] for f in done["filters"]] == ["1 email removed", "1 phone number removed"]
+    assert "upstream_text" not in done and EMAIL not in str(done)
 
     message, audit = await stored(frames[0]["request_id"])
     assert message.content == text and message.filters == done["filters"]
@@ -67,6 +68,19 @@ async def test_a_teams_own_filters_replace_the_portals(alice, charlie, open_sock
     blue = await ask(await open_socket(charlie), f"Mail {EMAIL} {nonce()}")
     assert EMAIL not in shown(red) and red[-1]["filters"][0]["label"] == "1 email removed"
     assert EMAIL in shown(blue) and blue[-1]["filters"] == []
+
+
+def test_a_superuser_sets_a_teams_filters_in_the_team_admin(admin_client):
+    team = Team.objects.create(name="Payments", slug="payments")
+    page = admin_client.get(f"/admin/gateway_portal/team/{team.pk}/change/")
+    assert page.status_code == 200 and 'name="safety_filters"' in page.content.decode()
+    form = {
+        "name": "Payments", "slug": "payments", "safety_filters": "think_blocks,iban,card,email",
+        "memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0",
+    }
+    assert admin_client.post(f"/admin/gateway_portal/team/{team.pk}/change/", form).status_code == 302
+    team.refresh_from_db()
+    assert team.safety_filters == ["think_blocks", "iban", "card", "email"]
 
 
 def test_a_team_filter_list_with_an_unknown_name_is_refused_with_the_names_that_exist():
