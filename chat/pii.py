@@ -36,15 +36,21 @@ class Redaction:
     longest = 128  # no match is longer; a longer run is cut into pieces
     hint = re.compile("")  # found wherever a match could be: text without it is let through as is
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls._run = re.compile(f"[{cls.chars}]+")
+        cls._trailing = re.compile(f"[{cls.chars}]*")  # matched on the reversed text
+
     def __init__(self):
         self.count = 0
         self._held = ""
-        self._run = re.compile(f"[{self.chars}]+")
-        self._trailing = re.compile(f"[{self.chars}]*")  # matched on the reversed text
 
     def feed(self, text: str) -> str:
         text = self._held + text
         keep = self._trailing.match(text[::-1]).end()
+        if keep == len(text) <= self.longest:  # still one run that may grow: nothing to release
+            self._held = text
+            return ""
         done, held = text[: len(text) - keep], text[len(text) - keep :]
         out = [self.redact(done)]
         while len(held) > self.longest:
