@@ -34,7 +34,7 @@ def stored(request_id):
 async def test_pii_in_an_answer_arrives_redacted_is_reported_and_the_raw_text_is_kept(alice, olivia, open_socket, settings):
     settings.PORTAL_SAFETY_FILTERS = PII_FILTERS
     socket = await open_socket(alice)
-    frames = await ask(socket, f"Mail {EMAIL} call {PHONE} {nonce()} [[emulator chunk_tokens=1]]")
+    frames = await ask(socket, f"Mail {EMAIL} call {PHONE}, {nonce()} [[emulator chunk_tokens=1]]")
     text, done = shown(frames), frames[-1]
     assert "[email removed]" in text and "[phone removed]" in text
     # The screen only ever grows, so no part of them in the end means none at any moment.
@@ -92,7 +92,7 @@ def test_a_team_filter_list_with_an_unknown_name_is_refused_with_the_names_that_
 async def test_a_question_with_pii_is_refused_naming_what_was_found_not_the_data(alice, open_socket, settings):
     settings.PORTAL_SAFETY_FILTERS = PII_FILTERS
     settings.PORTAL_PROMPT_FILTER = "refuse"
-    frames = await ask(await open_socket(alice), f"My card {CARD} and {EMAIL} {nonce()}")
+    frames = await ask(await open_socket(alice), f"My card {CARD} and {EMAIL}, {nonce()}")
     error = frames[-1]
     assert error["type"] == "error" and error["code"] == "invalid_request"
     assert error["detail"] == (
@@ -105,7 +105,7 @@ async def test_a_question_with_pii_is_refused_naming_what_was_found_not_the_data
 async def test_a_question_with_pii_is_sent_and_stored_redacted(alice, open_socket, settings):
     settings.PORTAL_SAFETY_FILTERS = PII_FILTERS
     settings.PORTAL_PROMPT_FILTER = "redact"
-    frames = await ask(await open_socket(alice), f"My card {CARD} {nonce()}")
+    frames = await ask(await open_socket(alice), f"My card {CARD}, {nonce()}")
     assert frames[-1]["type"] == "done" and "card removed" in shown(frames)  # the emulator echoes what it got
     question = await sync_to_async(Message.objects.get)(request_id=frames[0]["request_id"], role="user")
-    assert question.content.startswith("My card [card removed] ")
+    assert question.content.startswith("My card [card removed], ")
