@@ -33,6 +33,12 @@ class MessageAdmin(admin.ModelAdmin):
     list_select_related = ("conversation",)
     search_fields = ("request_id", "content")
     readonly_fields = [f.name for f in Message._meta.fields]
+    # What the person saw beside what the model wrote, when a safety filter changed it.
+    fields = [
+        ("content", "upstream_text") if f.name == "content" else f.name
+        for f in Message._meta.fields
+        if f.name not in ("id", "upstream_text")
+    ]
 
     def has_add_permission(self, request):
         return False

@@ -85,6 +85,7 @@ class Outcome:
     retryable: bool = False
     retry_after: float | None = None  # live only: not stored
     filters: list[dict] = field(default_factory=list)
+    upstream_text: str = ""  # the text before the filters, when they changed it; stored, never sent
     input_tokens: int = 0
     output_tokens: int = 0
     token_source: str = ESTIMATE

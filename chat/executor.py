@@ -47,7 +47,7 @@ from chat.completion import (
     final_event,
 )
 from chat.errors import InternalError, NotFound, PortalError, PortalUnavailable
-from chat.filters import SafetyPipeline
+from chat.filters import SafetyPipeline, filter_names, screen_prompt
 from chat.upstream import errors
 from chat.upstream.genesys import Finish, GenesysClient, TextBatch, get_client
 from chat.validation import estimate_tokens, trim_history, validate
@@ -72,6 +72,8 @@ class ChatExecutor:
                 left_out = 0
                 if isinstance(transcript, ConversationTranscript):  # the page's long chats keep working
                     messages, left_out = trim_history(messages)
+                safety_filters = filter_names(request.team)
+                messages = screen_prompt(messages, safety_filters)
                 validate(messages, model_id=request.model_id, temperature=request.temperature, max_tokens=request.max_tokens)
                 team_id = getattr(transcript, "team_id", None) or (request.team.pk if request.team is not None else None)
                 need = request.max_tokens + estimate_tokens(sum(len(m["content"]) for m in messages))
@@ -120,7 +122,7 @@ class ChatExecutor:
                 yield Failed.from_error(InternalError("The portal could not save your message. Please try again."))
                 return
             yield Started(exchange.conversation_id, exchange.message_id, exchange.user_message_id, request_id, exchange.title, left_out)
-            async for event in self._generate(exchange, transcript, upstream, first, began, lease):
+            async for event in self._generate(exchange, transcript, upstream, first, began, lease, safety_filters):
                 yield event
         finally:
             try:
@@ -129,10 +131,12 @@ class ChatExecutor:
             except Exception:  # the lease then expires on its own (quotas.py)
                 log.exception("could not settle the limits of %s", request_id)
 
-    async def _generate(self, exchange: Exchange, transcript: Transcript, upstream, first, started: float, lease) -> AsyncIterator[Event]:
-        safety = SafetyPipeline(settings.PORTAL_SAFETY_FILTERS)
+    async def _generate(
+        self, exchange: Exchange, transcript: Transcript, upstream, first, started: float, lease, safety_filters: list[str]
+    ) -> AsyncIterator[Event]:
+        safety = SafetyPipeline(safety_filters)
         relayed: list[str] = []
-        raw_chars = 0
+        raw: list[str] = []  # the upstream's own text, kept when the filters change it
         seq = 0
         finish: Finish | None = None
         failure: errors.UpstreamError | None = None
@@ -150,7 +154,7 @@ class ChatExecutor:
                 if isinstance(event, TextBatch):
                     if first_token_at is None:
                         first_token_at = time.monotonic()
-                    raw_chars += len(event.text)
+                    raw.append(event.text)
                     text = safety.feed(event.text)
                     if text:
                         relayed.append(text)
@@ -186,6 +190,7 @@ class ChatExecutor:
             text="".join(relayed),
             model_id=exchange.model_id,
             filters=safety.report(),
+            upstream_text="".join(raw) if safety.changed() else "",
             latency_ms=latency_ms,
             ttft_ms=int((first_token_at - started) * 1000) if first_token_at else None,
         )
@@ -196,7 +201,7 @@ class ChatExecutor:
             outcome.token_source = UPSTREAM_COUNT
         else:
             outcome.input_tokens = estimate_tokens(exchange.input_chars)
-            outcome.output_tokens = estimate_tokens(raw_chars)
+            outcome.output_tokens = estimate_tokens(sum(map(len, raw)))
         outcome.left_out = exchange.left_out
         lease.used = outcome.input_tokens + outcome.output_tokens  # the budgets settle to this
         if cancelled:

@@ -9,11 +9,21 @@ and the audit trail, can see it ("1 reasoning block removed").
     generation_error   drops a [GENERATION_ERROR] marker and everything after it (seed step 2)
     list_markers       strips leading list markers from lines (seed step 3; opt-in, it breaks
                        markdown lists, so it is meant for automated use)
+    email, phone, card, iban, patterns   PII redaction (chat/pii.py)
+
+Which filters run: the team's own list (Team.safety_filters) if it has one, else
+PORTAL_SAFETY_FILTERS. The PII ones may also screen the question (PORTAL_PROMPT_FILTER).
 """
 
 from __future__ import annotations
 
 import re
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+
+from chat.errors import InvalidRequest
+from chat.pii import REDACTIONS
 
 
 def _partial_suffix(text: str, tag: str) -> int:
@@ -143,7 +153,19 @@ def _could_still_be_marker(line: str) -> bool:
     return bool(re.fullmatch(r"[ \t]*(?:[-*+•]|\d+[.)]?)?", line))
 
 
-FILTERS = {cls.name: cls for cls in (ThinkBlocks, ErrorMarker, ListMarkers)}
+FILTERS = {cls.name: cls for cls in (ThinkBlocks, ErrorMarker, ListMarkers, *REDACTIONS)}
+PII = [cls.name for cls in REDACTIONS]
+
+
+def filter_names(team) -> list[str]:
+    """The filters a team's answers go through: its own list, else the portal's."""
+    return list(getattr(team, "safety_filters", None) or settings.PORTAL_SAFETY_FILTERS)
+
+
+def validate_filter_names(names: list[str]) -> None:
+    unknown = [n for n in names if n not in FILTERS]
+    if unknown:
+        raise ValidationError(f"“{'”, “'.join(unknown)}” is no filter; the filters are {', '.join(FILTERS)}.")
 
 
 class SafetyPipeline:
@@ -168,5 +190,34 @@ class SafetyPipeline:
             text = f.feed(text) + f.finish() if text else f.finish()
         return text
 
+    def changed(self) -> bool:
+        return any(f.count for f in self.filters)
+
     def report(self) -> list[dict]:
         return [{"filter": f.name, "count": f.count, "label": f.label()} for f in self.filters if f.count]
+
+
+def screen_prompt(messages: list[dict], names: list[str]) -> list[dict]:
+    """PORTAL_PROMPT_FILTER on the newest question, before it goes upstream: `refuse` names what
+    was found (never the data itself), `redact` sends and stores it redacted, `off` leaves it."""
+    mode = settings.PORTAL_PROMPT_FILTER
+    pii = [n for n in names if n in PII]
+    if mode == "off" or not pii or not messages:
+        return messages
+    pipeline = SafetyPipeline(pii)
+    question = messages[-1]["content"]
+    redacted = pipeline.feed(question) + pipeline.finish()
+    if not pipeline.changed():
+        return messages
+    if mode == "refuse":
+        found = " and ".join(
+            f"{f.count} {f.noun[1]}" if f.count > 1 else f"{'an' if f.noun[0][0] in 'aeiouI' else 'a'} {f.noun[0]}"
+            for f in pipeline.filters
+            if f.count
+        )
+        raise InvalidRequest(
+            f"Your message contains {found}, which this portal does not send to the model. "
+            "Remove it and send your message again."
+        )
+    return messages[:-1] + [{**messages[-1], "content": redacted}]
+

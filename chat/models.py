@@ -60,6 +60,9 @@ class Message(models.Model):
     error_retryable = models.BooleanField(default=False)
     # What the safety filters changed, e.g. [{"filter": "think_blocks", "count": 1}]: shown under the answer.
     filters = models.JSONField(default=list, blank=True)
+    # The upstream's text before the filters, kept only when they changed it (compliance review);
+    # never sent to the browser.
+    upstream_text = models.TextField("upstream's text", blank=True, help_text="Before the safety filters; kept only when they changed it.")
     # An assistant message's {"usage": {input_tokens, output_tokens, source}, latency_ms, ttft_ms}
     # (Outcome.stats()): shown under the answer.
     stats = models.JSONField(default=dict, blank=True)
@@ -89,6 +92,7 @@ class Message(models.Model):
             "error_detail": outcome.error_detail,
             "error_retryable": outcome.retryable,
             "filters": outcome.filters,
+            "upstream_text": outcome.upstream_text,
             "stats": outcome.stats(),
         }
 

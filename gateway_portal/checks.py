@@ -8,7 +8,11 @@ range from chat/validation.py), so a new filter or range needs no change here.
 
 from __future__ import annotations
 
+import json
 import os
+import re
+
+import phonenumbers
 
 from django.conf import settings
 from django.core.checks import Error, Tags, register
@@ -27,6 +31,14 @@ def _number_from(setting, low, *, whole=True, high=None, id):
     return [_error(setting, value, allowed, id)]
 
 
+def _compiles(pattern: str) -> bool:
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
+
+
 @register(Tags.compatibility)
 def portal_settings(app_configs=None, **kwargs):
     from chat.filters import FILTERS
@@ -41,6 +53,17 @@ def portal_settings(app_configs=None, **kwargs):
             "PORTAL_SAFETY_FILTERS", ",".join(settings.PORTAL_SAFETY_FILTERS),
             f"“{'”, “'.join(unknown)}” is no filter; the filters are {', '.join(FILTERS)} (comma-separated, in order)",
             "portal.E001",
+        ))
+    if settings.PORTAL_PROMPT_FILTER not in ("off", "redact", "refuse"):
+        errors.append(_error("PORTAL_PROMPT_FILTER", settings.PORTAL_PROMPT_FILTER, "off, redact or refuse", "portal.E025"))
+    patterns = settings.PORTAL_SAFETY_PATTERNS
+    if not isinstance(patterns, list) or not all(isinstance(p, str) and _compiles(p) for p in patterns):
+        errors.append(_error(
+            "PORTAL_SAFETY_PATTERNS", json.dumps(patterns), 'a JSON list of regular expressions, e.g. ["ACME-\\d{6}"]', "portal.E026",
+        ))
+    if settings.PORTAL_SAFETY_PHONE_REGION not in phonenumbers.SUPPORTED_REGIONS:
+        errors.append(_error(
+            "PORTAL_SAFETY_PHONE_REGION", settings.PORTAL_SAFETY_PHONE_REGION, "a two-letter region code such as US, GB or DE", "portal.E027",
         ))
     if not settings.PORTAL_MODELS:
         errors.append(_error("PORTAL_MODELS", "", "at least one model name (comma-separated)", "portal.E002"))

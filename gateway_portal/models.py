@@ -11,10 +11,13 @@ chat/access.py turns these into querysets.
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 from django.utils import timezone
+
+from chat.filters import validate_filter_names
 
 DEFAULT_TEAM_SLUG = "everyone"
 
@@ -42,6 +45,15 @@ def compliance_officers():
 class Team(models.Model):
     name = models.CharField(max_length=100, unique=True)
     slug = models.SlugField(max_length=50, unique=True)
+    # The safety filters of this team's answers, in order (chat/filters.py); empty: PORTAL_SAFETY_FILTERS.
+    safety_filters = ArrayField(
+        models.CharField(max_length=32),
+        null=True,
+        blank=True,
+        validators=[validate_filter_names],
+        help_text="Comma-separated, in order, e.g. think_blocks,generation_error,iban,card,email,phone. "
+        "Leave empty for the portal's PORTAL_SAFETY_FILTERS.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -255,6 +255,12 @@ PORTAL_AUDIT_CHECKPOINT_FILE = env.str("PORTAL_AUDIT_CHECKPOINT_FILE", default="
 PORTAL_WORKERS = env.int("PORTAL_WORKERS", default=1)
 # Safety filters applied to every completion, in order; "list_markers" is opt-in (it breaks markdown).
 PORTAL_SAFETY_FILTERS = env.list("PORTAL_SAFETY_FILTERS", default=["think_blocks", "generation_error"])
+# PII redaction (chat/pii.py): the `patterns` filter's regular expressions, as a JSON list (each
+# is matched inside one word); the region whose national numbers the `phone` filter recognises
+# without a +country code; and what happens to PII in a question: off | redact | refuse.
+PORTAL_SAFETY_PATTERNS = env.json("PORTAL_SAFETY_PATTERNS", default=[])
+PORTAL_SAFETY_PHONE_REGION = env.str("PORTAL_SAFETY_PHONE_REGION", default="US")
+PORTAL_PROMPT_FILTER = env.str("PORTAL_PROMPT_FILTER", default="off")
 
 # First admin account created by runportal on first run (password printed once when not given).
 PORTAL_ADMIN_USERNAME = env.str("PORTAL_ADMIN_USERNAME", default="admin")

@@ -44,6 +44,9 @@ def test_a_typo_in_the_safety_filters_stops_runportal_with_a_sentence():
         ("DB_POOL_MAX_SIZE", "2", "DB_POOL_MAX_SIZE=2 is not allowed: a whole number of at least 4"),
         ("PORTAL_LOGIN_LOCKOUT_BY", "account,ip", "PORTAL_LOGIN_LOCKOUT_BY=account,ip is not allowed: account, address, or both"),
         ("UPSTREAM_TLS_VERIFY", "/nowhere/ca.pem", "UPSTREAM_TLS_VERIFY=/nowhere/ca.pem is not allowed: true, false, or the path of a CA bundle file"),
+        ("PORTAL_PROMPT_FILTER", "maybe", "PORTAL_PROMPT_FILTER=maybe is not allowed: off, redact or refuse"),
+        ("PORTAL_SAFETY_PHONE_REGION", "XX", "PORTAL_SAFETY_PHONE_REGION=XX is not allowed: a two-letter region code"),
+        ("PORTAL_SAFETY_PATTERNS", '["(open"]', 'PORTAL_SAFETY_PATTERNS=["(open"] is not allowed: a JSON list of regular expressions'),
     ],
 )
 def test_a_value_out_of_range_fails_the_check_and_says_what_is_allowed(setting, value, sentence):
