@@ -50,6 +50,7 @@ from chat.filters import SafetyPipeline
 from chat.upstream import errors
 from chat.upstream.genesys import Finish, GenesysClient, TextBatch, get_client
 from chat.validation import estimate_tokens, validate
+from gateway_portal import logs, metrics
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,12 @@ class ChatExecutor:
     def __init__(self, client: GenesysClient | None = None):
         self.client = client
 
+    @metrics.observed
     async def stream(self, request: CompletionRequest, transcript: Transcript | None = None) -> AsyncIterator[Event]:
         """Run one completion; `transcript` defaults to keeping none (only the audit trail)."""
         transcript = transcript if transcript is not None else NoTranscript()
         request_id = "req-" + uuid.uuid4().hex[:20]
+        logs.request_id.set(request_id)  # on every log line of this completion (PORTAL_LOG_FORMAT=json)
         try:
             lease = await quotas.concurrency.reserve(request.user, request.team)
         except PortalError as exc:

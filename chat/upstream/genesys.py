@@ -31,6 +31,7 @@ from django.core.cache import cache
 from chat.upstream import errors
 from chat.upstream.sse import SSEDecoder
 from chat.upstream.streaming import StreamError, StreamPool, StreamTimeout, ssl_context
+from gateway_portal import metrics
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +258,7 @@ class GenesysClient:
                 if time.monotonic() + delay > deadline:
                     raise
                 log.warning("upstream attempt %d for %s failed (%s); retrying in %.2fs", attempt, request_id, exc.code, delay)
+                metrics.UPSTREAM_RETRIES.labels(exc.code).inc()
                 await self.sleep(delay)
 
     def _backoff(self, attempt: int) -> float:
