@@ -103,3 +103,54 @@ def test_with_a_token_set_only_its_bearer_may_scrape_even_from_loopback():
         remote = Client(REMOTE_ADDR="10.1.2.3")
         samples = parse(remote.get("/metrics", headers={"Authorization": "Bearer s3cret-scrape-token"}).content.decode())
     assert ("portal_websockets_open", ()) in samples
+
+
+async def test_runportal_with_two_workers_adds_up_the_chats_of_both(redis_url, alice):
+    """Whichever worker answers the scrape counts the chats every worker served."""
+    import asyncio
+    import json
+    import urllib.request
+
+    import websockets
+
+    from chat.models import Message
+    from tests.helpers import launch_portal, session_cookie_for
+
+    portal = await sync_to_async(launch_portal)("--workers", "2", "--job-workers", "0", "--no-admin", REDIS_URL=redis_url)
+    try:
+        cookie = await sync_to_async(session_cookie_for)(alice)
+
+        async def chat():
+            # A connection each: the kernel spreads new connections over the two workers.
+            async with websockets.connect(
+                portal.url.replace("http", "ws") + "/ws/chat/",
+                additional_headers={"Cookie": f"sessionid={cookie}", "Origin": portal.url},
+            ) as ws:
+                await ws.send(json.dumps(send_frame(f"Worker count {nonce()}")))
+                async with asyncio.timeout(30):
+                    while (frame := json.loads(await ws.recv()))["type"] not in ("done", "error"):
+                        pass
+                return frame
+
+        served_by = set()
+        chats = 0
+        while len(served_by) < 2 and chats < 32:  # until both workers served some (the kernel picks)
+            finals = await asyncio.gather(*(chat() for _ in range(4)))
+            chats += 4
+            assert all(frame["type"] == "done" for frame in finals)
+            served_by = await sync_to_async(
+                lambda: set(Message.objects.filter(role="assistant").values_list("process_channel", flat=True))
+            )()
+        assert len(served_by) == 2
+
+        def scrape_portal():
+            with urllib.request.urlopen(portal.url + "/metrics", timeout=10) as response:
+                return parse(response.read().decode())
+
+        for _ in range(4):  # new connections each time: both workers answer some of them
+            samples = await sync_to_async(scrape_portal)()
+            assert value(samples, "portal_completions_total", model="gpt-4o", status="complete", client="browser") == chats
+            assert value(samples, "portal_time_to_first_token_seconds_count", model="gpt-4o") == chats
+            assert value(samples, "portal_answers_streaming") == 0
+    finally:
+        assert "Gateway Portal stopped." in await sync_to_async(portal.stop)()
