@@ -239,6 +239,11 @@ UPSTREAM_MAX_CONNECTIONS = env.int("UPSTREAM_MAX_CONNECTIONS", default=4000)
 # production), or the path of a CA bundle (a corporate proxy's, or a test CA).
 UPSTREAM_TLS_VERIFY = env.str("UPSTREAM_TLS_VERIFY", default="true")
 UPSTREAM_TLS_VERIFY = {"true": True, "false": False}.get(UPSTREAM_TLS_VERIFY.lower(), UPSTREAM_TLS_VERIFY)
+# The way out through a corporate proxy, for token requests and completion streams alike
+# (chat/upstream/streaming.py `Proxies`): the usual variables, upper case first, as curl reads them.
+HTTPS_PROXY = env.str("HTTPS_PROXY", default="") or env.str("https_proxy", default="")
+HTTP_PROXY = env.str("HTTP_PROXY", default="") or env.str("http_proxy", default="")
+NO_PROXY = env.str("NO_PROXY", default="") or env.str("no_proxy", default="")
 
 # --- Monitoring (README.md "Metrics and health") -------------------------------------------------
 # /metrics for whoever sends this as a bearer token; unset, for connections from loopback only.
