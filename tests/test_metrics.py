@@ -105,10 +105,14 @@ def test_with_a_token_set_only_its_bearer_may_scrape_even_from_loopback():
     assert ("portal_websockets_open", ()) in samples
 
 
-async def test_runportal_with_two_workers_adds_up_the_chats_of_both(redis_url, alice):
-    """Whichever worker answers the scrape counts the chats every worker served."""
+async def test_runportal_with_two_workers_adds_up_the_chats_of_both(redis_url, alice, tmp_path):
+    """Whichever worker answers the scrape counts the chats every worker served, and none of an
+    earlier run's."""
     import asyncio
     import json
+    import os
+    import subprocess
+    import sys
     import urllib.request
 
     import websockets
@@ -116,7 +120,16 @@ async def test_runportal_with_two_workers_adds_up_the_chats_of_both(redis_url, a
     from chat.models import Message
     from tests.helpers import launch_portal, session_cookie_for
 
-    portal = await sync_to_async(launch_portal)("--workers", "2", "--job-workers", "0", "--no-admin", REDIS_URL=redis_url)
+    # An earlier run's figures, left in the folder: runportal empties it at start.
+    subprocess.run(
+        [sys.executable, "-c", "from prometheus_client import Counter; Counter('portal_completions', '', "
+         "['model', 'status', 'client']).labels('gpt-4o', 'complete', 'browser').inc(100)"],
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}, check=True,
+    )
+    assert list(tmp_path.glob("counter_*.db"))
+    portal = await sync_to_async(launch_portal)(
+        "--workers", "2", "--job-workers", "0", "--no-admin", REDIS_URL=redis_url, PROMETHEUS_MULTIPROC_DIR=str(tmp_path)
+    )
     try:
         cookie = await sync_to_async(session_cookie_for)(alice)
 

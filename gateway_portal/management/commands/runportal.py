@@ -91,6 +91,8 @@ class Command(BaseCommand):
             if workers > 1:
                 self.run_workers(workers, host, port, url, began, login)
             else:
+                if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # set by hand: one process uses it too
+                    _empty_metrics_directory(os.environ["PROMETHEUS_MULTIPROC_DIR"])
                 self.serve(host, port, url, began, login)
         except KeyboardInterrupt:
             pass
@@ -354,11 +356,17 @@ def _metrics_directory() -> tuple[str, bool]:
     given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not given:
         return tempfile.mkdtemp(prefix="portal-metrics-"), True
-    os.makedirs(given, exist_ok=True)
-    for name in os.listdir(given):
-        if name.endswith(".db"):
-            os.unlink(os.path.join(given, name))
+    _empty_metrics_directory(given)
     return given, False
+
+
+def _empty_metrics_directory(path: str) -> None:
+    # Files are named <kind>_<pid>.db; this process's own (made when the metrics were imported,
+    # before handle()) stay.
+    os.makedirs(path, exist_ok=True)
+    for name in os.listdir(path):
+        if name.endswith(".db") and not name.endswith(f"_{os.getpid()}.db"):
+            os.unlink(os.path.join(path, name))
 
 
 def _forget_metrics_of(pid: int, metrics_dir: str) -> None:
