@@ -62,8 +62,8 @@ ANSWERS_STREAMING = Gauge("portal_answers_streaming", "Answers streaming now.", 
 WEBSOCKETS_OPEN = Gauge("portal_websockets_open", "Chat websockets connected now.", multiprocess_mode="livesum")
 UPSTREAM_RETRIES = Counter("portal_upstream_retries", "Upstream attempts that failed and were retried, by error code.", ["code"])
 
-# Codes that are the portal failing, not a request being refused.
-_NOT_REFUSALS = {"internal_error"}
+# Not refusals: the portal failing, and someone else's conversation (not audited as a refusal either).
+_NOT_REFUSALS = {"internal_error", "not_found"}
 
 
 def observed(stream):
