@@ -115,12 +115,15 @@ async def test_tls_to_the_upstream_runs_through_a_connect_tunnel(tinyproxy, cert
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_wrong_proxy_password_fails_the_answer_with_a_sentence(tinyproxy, emulator):
+async def test_a_wrong_proxy_password_fails_the_answer_with_a_sentence(tinyproxy, emulator, caplog):
+    since = len(tinyproxy[0].output())
     wrong = tinyproxy[1].replace("proxy-pass-1", "guess")
     with override_settings(HTTP_PROXY=wrong, UPSTREAM_MAX_ATTEMPTS=1):
-        with pytest.raises(errors.UpstreamError) as failure:
+        with pytest.raises(errors.UpstreamUnavailable) as failure:
             await answer(f"refused {nonce()}")
-    assert failure.value.detail and "guess" not in failure.value.detail
+    # tinyproxy answers a bad password with 401 and drops the connection before reading the body.
+    assert f"POST {emulator.url}/oauth/token" in proxied(tinyproxy, since)
+    assert "try again" in failure.value.detail and "guess" not in caplog.text
 
 
 @pytest.mark.django_db(transaction=True)

@@ -197,6 +197,9 @@ class TokenManager:
             raise errors.UpstreamTimeout() from exc
         except httpx.TransportError as exc:
             raise errors.UpstreamUnavailable() from exc
+        if response.status_code == 407:
+            log.error("The proxy refused the token request to %s (HTTP 407): check the credentials in HTTPS_PROXY / HTTP_PROXY", target.login_url)
+            raise errors.UpstreamUnavailable(status=407)
         if response.status_code in (400, 401, 403):
             log.error("Token endpoint %s refused the client credentials: HTTP %s", target.login_url, response.status_code)
             raise errors.UpstreamAuthFailed(status=response.status_code)
@@ -373,6 +376,9 @@ def _raise_for_status(status: int, headers: dict[str, str], body: bytes, url: st
         raise errors.UpstreamForbidden(status=403)
     if status == 429:
         raise errors.UpstreamRateLimited(retry_after=_retry_after(headers.get("retry-after")))
+    if status == 407:
+        log.error("The proxy refused the completion request to %s (HTTP 407): check the credentials in HTTP_PROXY", url)
+        raise errors.UpstreamUnavailable(status=407)
     if status == 404:
         log.error("upstream answered 404 for %s: check GENESYS_API_URL / GENESYS_COMPLETIONS_PATH", url)
         raise errors.UpstreamError("The portal's AI service address is misconfigured. Please tell an administrator.", status=404)
