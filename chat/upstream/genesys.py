@@ -198,7 +198,8 @@ class TokenManager:
         except httpx.TransportError as exc:
             raise errors.UpstreamUnavailable() from exc
         if response.status_code == 407:
-            log.error("The proxy refused the token request to %s (HTTP 407): check the credentials in HTTPS_PROXY / HTTP_PROXY", target.login_url)
+            log.error("The proxy refused the token request to %s (HTTP 407): check the credentials in "
+                      "HTTPS_PROXY / HTTP_PROXY", target.login_url)
             raise errors.UpstreamUnavailable(status=407)
         if response.status_code in (400, 401, 403):
             log.error("Token endpoint %s refused the client credentials: HTTP %s", target.login_url, response.status_code)

@@ -93,7 +93,9 @@ class Proxies:
         """The proxy URL for `url` (credentials included), or None to connect directly."""
         target = urllib.parse.urlsplit(url)
         proxy = self.https if target.scheme == "https" else self.http
-        if not proxy or not target.hostname or self.bypasses(target.hostname, target.port or (443 if target.scheme == "https" else 80)):
+        if not proxy or not target.hostname:
+            return None
+        if self.bypasses(target.hostname, target.port or (443 if target.scheme == "https" else 80)):
             return None
         return proxy
 
