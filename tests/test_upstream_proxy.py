@@ -158,3 +158,42 @@ def test_proxy_credentials_are_read_percent_decoded_and_never_shown():
     proxy = Proxy.from_url("http://corp%5Cjane:p%40ss%3Aword@proxy.corp.example:3128")
     assert proxy.authorization == "Basic " + base64.b64encode(b"corp\\jane:p@ss:word").decode()
     assert (proxy.host, proxy.port) == ("proxy.corp.example", 3128) and "p@ss" not in repr(proxy)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_chat_in_a_running_portal_reaches_a_tls_upstream_through_the_proxy_from_the_environment(
+    tinyproxy, certificate, alice
+):
+    import asyncio
+    import json
+
+    import websockets
+    from asgiref.sync import sync_to_async
+
+    from tests.helpers import launch_portal, session_cookie_for
+
+    cert, key = certificate
+    with start_emulator(ttft_ms=0, tokens_per_second=0, reply_tokens=25, ssl_certfile=cert, ssl_keyfile=key) as emu:
+        since = len(tinyproxy[0].output())
+        # As an operator sets them: lower-case https_proxy too, as curl reads it.
+        portal = await sync_to_async(launch_portal)(
+            "--job-workers", "0", "--no-admin", "--emulator-url", emu.url,
+            https_proxy=tinyproxy[1], UPSTREAM_TLS_VERIFY=cert, NO_PROXY="example.com",
+        )
+        try:
+            cookie = await sync_to_async(session_cookie_for)(alice)
+            async with websockets.connect(
+                portal.url.replace("http", "ws") + "/ws/chat/",
+                additional_headers={"Cookie": f"sessionid={cookie}", "Origin": portal.url},
+            ) as ws:
+                await ws.send(json.dumps({"type": "send", "conversation": None, "content": f"Via the proxy {nonce()}"}))
+                frames = []
+                async with asyncio.timeout(30):
+                    while not frames or frames[-1]["type"] not in ("done", "error"):
+                        frames.append(json.loads(await ws.recv()))
+        finally:
+            await sync_to_async(portal.stop)()
+    assert frames[-1]["type"] == "done", frames[-1]
+    text = "".join(frame["text"] for frame in frames if frame["type"] == "delta")
+    assert len(text.split()) == 25
+    assert len(re.findall(rf"CONNECT 127\.0\.0\.1:{emu.port} HTTP/1.1", proxied(tinyproxy, since))) == 2
