@@ -179,12 +179,9 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
-# plain, or json: one JSON object a line with the completion's request id (gateway_portal/logs.py).
+# plain, or json: one JSON object a line with the completion's request id (gateway_portal/logs.py);
+# another value stops the portal at start (gateway_portal/checks.py).
 PORTAL_LOG_FORMAT = env.str("PORTAL_LOG_FORMAT", default="plain").lower()
-if PORTAL_LOG_FORMAT not in ("plain", "json"):
-    from django.core.exceptions import ImproperlyConfigured
-
-    raise ImproperlyConfigured(f"PORTAL_LOG_FORMAT={PORTAL_LOG_FORMAT} is not allowed: plain or json.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

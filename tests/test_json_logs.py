@@ -1,14 +1,18 @@
 """PORTAL_LOG_FORMAT=json: a running portal writes one JSON object a line, and a line about a
-completion carries that completion's request id."""
+completion carries that completion's request id. (And the checks of the monitoring and proxy
+settings, which stop a portal started with a wrong one.)"""
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import websockets
 from asgiref.sync import sync_to_async
 
-from tests.helpers import launch_portal, nonce, session_cookie_for
+from tests.helpers import PROJECT, _test_database_url, launch_portal, nonce, session_cookie_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -43,3 +47,19 @@ async def test_log_lines_are_json_with_the_request_id_of_their_completion(alice)
     assert all(line["request_id"] in ("", request_id) for line in log_lines)
     # What runportal prints for people stays plain text; every log line is JSON.
     assert not [line for line in output.splitlines() if " WARNING " in line or " ERROR " in line]
+
+
+def check(**env) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DATABASE_URL": _test_database_url(), **env}
+    return subprocess.run([sys.executable, "manage.py", "check"], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_an_unknown_log_format_stops_the_portal_with_a_sentence():
+    result = check(PORTAL_LOG_FORMAT="xml")
+    assert result.returncode != 0 and "PORTAL_LOG_FORMAT=xml is not allowed: plain or json" in result.stderr
+
+
+def test_a_proxy_url_that_is_not_http_stops_the_portal_without_showing_its_password():
+    result = check(HTTPS_PROXY="socks5://jane:hunter2@proxy.corp.example:1080")
+    assert result.returncode != 0 and "HTTPS_PROXY=… is not allowed: an http:// proxy URL" in result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
