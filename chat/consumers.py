@@ -22,6 +22,7 @@ from chat.errors import BadFrame, NotFound, NotRunning, PortalError, Unauthentic
 from chat.frames import error_frame, frame_for, snapshot_frame, stored_final_frame
 from chat.generations import Generation
 from chat.models import Message
+from gateway_portal import metrics
 from gateway_portal.models import current_team, teams_of
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ MAX_FRAME_BYTES = 1024 * 1024
 class ChatConsumer(AsyncWebsocketConsumer):
     async def connect(self):
         await self.accept()
+        metrics.WEBSOCKETS_OPEN.inc()
+        self.counted = True
         self.user = self.scope.get("user")
         if self.user is None or not self.user.is_authenticated:
             await self.send_error(Unauthenticated())
@@ -57,6 +60,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.orphan_checks: dict[int, asyncio.TimerHandle] = {}  # end_orphan()
 
     async def disconnect(self, code):
+        if getattr(self, "counted", False):
+            metrics.WEBSOCKETS_OPEN.dec()
+            self.counted = False
         # The generations go on without us (they belong to their process); only stop relaying.
         for relay in getattr(self, "relays", ()):
             relay.cancel()

@@ -51,6 +51,7 @@ from chat.filters import SafetyPipeline, filter_names, screen_prompt
 from chat.upstream import errors
 from chat.upstream.genesys import Finish, GenesysClient, TextBatch, get_client
 from chat.validation import estimate_tokens, trim_history, validate
+from gateway_portal import logs, metrics
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +62,12 @@ class ChatExecutor:
     def __init__(self, client: GenesysClient | None = None):
         self.client = client
 
+    @metrics.observed
     async def stream(self, request: CompletionRequest, transcript: Transcript | None = None) -> AsyncIterator[Event]:
         """Run one completion; `transcript` defaults to keeping none (only the audit trail)."""
         transcript = transcript if transcript is not None else NoTranscript()
         request_id = "req-" + uuid.uuid4().hex[:20]
+        logs.request_id.set(request_id)  # on every log line of this completion (PORTAL_LOG_FORMAT=json)
         lease = None
         try:
             try:

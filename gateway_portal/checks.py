@@ -112,4 +112,23 @@ def portal_settings(app_configs=None, **kwargs):
         errors.append(_error(
             "UPSTREAM_TLS_VERIFY", verify, "true, false, or the path of a CA bundle file (no such file)", "portal.E019",
         ))
+    errors += _monitoring_and_proxies()
+    return errors
+
+
+def _monitoring_and_proxies():
+    from chat.upstream.streaming import Proxy, StreamError
+
+    errors = []
+    if settings.PORTAL_LOG_FORMAT not in ("plain", "json"):
+        errors.append(_error("PORTAL_LOG_FORMAT", settings.PORTAL_LOG_FORMAT, "plain or json", "portal.E040"))
+    if not settings.PORTAL_READY_TIMEOUT > 0:
+        errors.append(_error("PORTAL_READY_TIMEOUT", settings.PORTAL_READY_TIMEOUT, "a number of seconds above 0", "portal.E041"))
+    for setting in ("HTTPS_PROXY", "HTTP_PROXY"):
+        if getattr(settings, setting):
+            try:
+                Proxy.from_url(getattr(settings, setting))
+            except (StreamError, ValueError):
+                # The value is not repeated: it may hold the proxy's password.
+                errors.append(_error(setting, "…", "an http:// proxy URL such as http://user:password@proxy:3128", "portal.E042"))
     return errors

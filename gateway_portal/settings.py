@@ -179,11 +179,24 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
+# plain, or json: one JSON object a line with the completion's request id (gateway_portal/logs.py);
+# another value stops the portal at start (gateway_portal/checks.py).
+PORTAL_LOG_FORMAT = env.str("PORTAL_LOG_FORMAT", default="plain").lower()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "gateway_portal.logs.RequestIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "gateway_portal.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if PORTAL_LOG_FORMAT == "json" else "plain",
+            "filters": ["request_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "httpx": {"level": "WARNING"},
@@ -223,6 +236,17 @@ UPSTREAM_MAX_CONNECTIONS = env.int("UPSTREAM_MAX_CONNECTIONS", default=4000)
 # production), or the path of a CA bundle (a corporate proxy's, or a test CA).
 UPSTREAM_TLS_VERIFY = env.str("UPSTREAM_TLS_VERIFY", default="true")
 UPSTREAM_TLS_VERIFY = {"true": True, "false": False}.get(UPSTREAM_TLS_VERIFY.lower(), UPSTREAM_TLS_VERIFY)
+# The way out through a corporate proxy, for token requests and completion streams alike
+# (chat/upstream/streaming.py `Proxies`): the usual variables, upper case first, as curl reads them.
+HTTPS_PROXY = env.str("HTTPS_PROXY", default="") or env.str("https_proxy", default="")
+HTTP_PROXY = env.str("HTTP_PROXY", default="") or env.str("http_proxy", default="")
+NO_PROXY = env.str("NO_PROXY", default="") or env.str("no_proxy", default="")
+
+# --- Monitoring (README.md "Metrics and health") -------------------------------------------------
+# /metrics for whoever sends this as a bearer token; unset, for connections from loopback only.
+PORTAL_METRICS_TOKEN = env.str("PORTAL_METRICS_TOKEN", default="")
+# Seconds each check of /readyz (database, Redis, upstream token) may take before it counts as failed.
+PORTAL_READY_TIMEOUT = env.float("PORTAL_READY_TIMEOUT", default=3.0)
 
 # --- Governance defaults (the seed's values) ---------------------------------------------------
 PORTAL_MODELS = env.list("PORTAL_MODELS", default=["gpt-4", "gpt-4o", "gpt-4o-mini", "claude-3-5-sonnet"])

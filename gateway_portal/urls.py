@@ -1,6 +1,8 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from gateway_portal import health, metrics
+
 urlpatterns = [
     path("", include("chat.urls")),
     path("analytics/", include("audit.urls")),
@@ -8,4 +10,8 @@ urlpatterns = [
     path("accounts/", include("gateway_portal.accounts")),
     path("", include("gateway_portal.team_limits")),
     path("admin/", admin.site.urls),
+    # For the monitoring and the load balancer (README.md "Metrics and health").
+    path("metrics", metrics.metrics_view, name="metrics"),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
 ]

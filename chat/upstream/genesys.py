@@ -6,6 +6,8 @@ refreshed 60 s before expiry) and `GenesysClient.stream_chat()` (one streamed co
 retry policy below). Tokens come over one `httpx.AsyncClient` per process and event loop;
 completion streams over a `StreamPool` (streaming.py: why the hot path does not use httpx).
 
+Both honour HTTPS_PROXY / HTTP_PROXY / NO_PROXY, decided in one place (`streaming.Proxies`).
+
 Retry policy: 429 waits for Retry-After (else backoff); 5xx, refused connections, timeouts and
 streams that break before any text wait with exponential backoff and full jitter; 401 refreshes the
 token once; 400 and 403 are final. Attempts are bounded (UPSTREAM_MAX_ATTEMPTS) and so is the time
@@ -30,7 +32,8 @@ from django.core.cache import cache
 
 from chat.upstream import errors
 from chat.upstream.sse import SSEDecoder
-from chat.upstream.streaming import StreamError, StreamPool, StreamTimeout, ssl_context
+from chat.upstream.streaming import Proxies, StreamError, StreamPool, StreamTimeout, ssl_context
+from gateway_portal import metrics
 
 log = logging.getLogger(__name__)
 
@@ -82,26 +85,33 @@ class UpstreamTarget:
 # --- the shared HTTP clients --------------------------------------------------------------------
 
 USER_AGENT = "gateway-portal/0.1"
-_clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+_clients: dict[asyncio.AbstractEventLoop, tuple[httpx.AsyncClient, str | None]] = {}
 _stream_pools: dict[asyncio.AbstractEventLoop, StreamPool] = {}
 
 
-def http_client() -> httpx.AsyncClient:
-    """The process's AsyncClient (tokens) for the running event loop (tests run one loop per test)."""
+def proxies() -> Proxies:
+    """HTTPS_PROXY / HTTP_PROXY / NO_PROXY (settings.py reads them from the environment)."""
+    return Proxies(https=settings.HTTPS_PROXY, http=settings.HTTP_PROXY, no_proxy=settings.NO_PROXY)
+
+
+def http_client(url: str) -> httpx.AsyncClient:
+    """The process's AsyncClient (tokens) for the running event loop (tests run one loop per test),
+    through the proxy `url` needs: Proxies decides for tokens and streams alike, not httpx's own
+    reading of the environment (trust_env=False), so both always take the same way out."""
     loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None or client.is_closed:
+    proxy = proxies().url_for(url)
+    client, client_proxy = _clients.get(loop, (None, None))
+    if client is None or client.is_closed or client_proxy != proxy:
         for other in [lp for lp in _clients if lp.is_closed()]:
             del _clients[other]
         client = httpx.AsyncClient(
             verify=ssl_context(settings.UPSTREAM_TLS_VERIFY),
             timeout=_timeout(),
             headers={"User-Agent": USER_AGENT},
-            # Completion streams (streaming.py) connect directly; the token request does too, so a
-            # proxy-only network fails at the first step, not after a token was issued.
+            proxy=proxy,
             trust_env=False,
         )
-        _clients[loop] = client
+        _clients[loop] = (client, proxy)
     return client
 
 
@@ -109,10 +119,11 @@ def stream_pool() -> StreamPool:
     """The process's connection pool for completion streams, for the running event loop."""
     loop = asyncio.get_running_loop()
     pool = _stream_pools.get(loop)
-    if pool is None:
+    if pool is None or pool.proxies != proxies():
         for other in [lp for lp in _stream_pools if lp.is_closed()]:
             del _stream_pools[other]
         pool = StreamPool(
+            proxies=proxies(),
             verify=settings.UPSTREAM_TLS_VERIFY,
             max_connections=settings.UPSTREAM_MAX_CONNECTIONS,
             keepalive_expiry=30.0,
@@ -177,7 +188,7 @@ class TokenManager:
         target = self.target
         basic = base64.b64encode(f"{target.client_id}:{target.client_secret}".encode()).decode()
         try:
-            response = await http_client().post(
+            response = await http_client(target.login_url).post(
                 target.login_url + "/oauth/token",
                 headers={"Authorization": f"Basic {basic}"},
                 data={"grant_type": "client_credentials", "scope": target.scope},
@@ -186,6 +197,10 @@ class TokenManager:
             raise errors.UpstreamTimeout() from exc
         except httpx.TransportError as exc:
             raise errors.UpstreamUnavailable() from exc
+        if response.status_code == 407:
+            log.error("The proxy refused the token request to %s (HTTP 407): check the credentials in "
+                      "HTTPS_PROXY / HTTP_PROXY", target.login_url)
+            raise errors.UpstreamUnavailable(status=407)
         if response.status_code in (400, 401, 403):
             log.error("Token endpoint %s refused the client credentials: HTTP %s", target.login_url, response.status_code)
             raise errors.UpstreamAuthFailed(status=response.status_code)
@@ -257,6 +272,7 @@ class GenesysClient:
                 if time.monotonic() + delay > deadline:
                     raise
                 log.warning("upstream attempt %d for %s failed (%s); retrying in %.2fs", attempt, request_id, exc.code, delay)
+                metrics.UPSTREAM_RETRIES.labels(exc.code).inc()
                 await self.sleep(delay)
 
     def _backoff(self, attempt: int) -> float:
@@ -361,6 +377,9 @@ def _raise_for_status(status: int, headers: dict[str, str], body: bytes, url: st
         raise errors.UpstreamForbidden(status=403)
     if status == 429:
         raise errors.UpstreamRateLimited(retry_after=_retry_after(headers.get("retry-after")))
+    if status == 407:
+        log.error("The proxy refused the completion request to %s (HTTP 407): check the credentials in HTTP_PROXY", url)
+        raise errors.UpstreamUnavailable(status=407)
     if status == 404:
         log.error("upstream answered 404 for %s: check GENESYS_API_URL / GENESYS_COMPLETIONS_PATH", url)
         raise errors.UpstreamError("The portal's AI service address is misconfigured. Please tell an administrator.", status=404)

@@ -20,9 +20,11 @@ import argparse
 import gc
 import os
 import secrets
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 
 from django.conf import settings
@@ -91,6 +93,8 @@ class Command(BaseCommand):
             if workers > 1:
                 self.run_workers(workers, host, port, url, began, login)
             else:
+                if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # set by hand: one process uses it too
+                    _empty_metrics_directory(os.environ["PROMETHEUS_MULTIPROC_DIR"])
                 self.serve(host, port, url, began, login)
         except KeyboardInterrupt:
             pass
@@ -230,7 +234,9 @@ class Command(BaseCommand):
 
     def run_workers(self, workers, host, port, url, began, login):
         """Start the worker processes, restart one that dies, stop them all on Ctrl-C/SIGTERM."""
-        env = {**os.environ, "EMULATOR_URL": settings.EMULATOR_URL, "DB_POOL_MAX_SIZE": str(settings.DB_POOL_MAX_SIZE)}
+        metrics_dir, made_here = _metrics_directory()
+        env = {**os.environ, "EMULATOR_URL": settings.EMULATOR_URL, "DB_POOL_MAX_SIZE": str(settings.DB_POOL_MAX_SIZE),
+               "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
         pool = _WorkerPool(workers, host, port, env)
         try:
             pool.start_all()
@@ -238,6 +244,8 @@ class Command(BaseCommand):
             pool.supervise(self.stderr)
         finally:
             pool.stop_all()
+            if made_here:
+                shutil.rmtree(metrics_dir, ignore_errors=True)
 
     def run_daphne(self, endpoints, on_running):
         from daphne.server import Server
@@ -331,6 +339,7 @@ class _WorkerPool:
                         "starting; see its errors above."
                     )
                 stderr.write(f"A worker process (pid {worker.pid}) exited with status {worker.returncode}; starting another.")
+                _forget_metrics_of(worker.pid, self.env["PROMETHEUS_MULTIPROC_DIR"])
                 replacement, ready = self.spawn()
                 self.workers[index] = self.workers.pop()  # spawn() appended it: the dead one's place
                 self.workers[index] = self.wait_ready(replacement, ready)
@@ -350,6 +359,34 @@ def _check_workers(workers, host):
         )
     if workers > 1 and ":" in host:
         raise CommandError("--workers above 1 listens on IPv4 addresses only; use --host 0.0.0.0 or an IPv4 address.")
+
+
+def _metrics_directory() -> tuple[str, bool]:
+    """Where the workers keep their metrics (gateway_portal/metrics.py): PROMETHEUS_MULTIPROC_DIR
+    emptied, else a new temporary folder (True: removed at the end). Figures left from an earlier
+    run would otherwise be added to this one's."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not given:
+        return tempfile.mkdtemp(prefix="portal-metrics-"), True
+    _empty_metrics_directory(given)
+    return given, False
+
+
+def _empty_metrics_directory(path: str) -> None:
+    # Files are named <kind>_<pid>.db; this process's own (made when the metrics were imported,
+    # before handle()) stay.
+    os.makedirs(path, exist_ok=True)
+    for name in os.listdir(path):
+        if name.endswith(".db") and not name.endswith(f"_{os.getpid()}.db"):
+            os.unlink(os.path.join(path, name))
+
+
+def _forget_metrics_of(pid: int, metrics_dir: str) -> None:
+    """A dead worker's gauges (answers streaming, sockets open) must not count any more; its
+    counters stay in the sums."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid, metrics_dir)
 
 
 def _process_start() -> float:
