@@ -6,15 +6,17 @@ person may see (`chat.access.usage_visible_to`) and to the chosen window, person
 aggregated groups (at most one per hour or day of the window, or per person or model shown).
 
 What the figures mean (the README's "Usage analytics" section says the same to people):
-- requests: every usage record; completions by status: success, error, cancelled;
-  error rate: errors / requests.
-- input and output tokens: sums; `estimated`: how many records counted tokens from characters
-  (UsageRecord.token_source) because the upstream reported none.
+- requests: every usage record, refusals included; by status: success, error, cancelled (the
+  completions that went upstream) and refused (status "rejected": stopped before it went
+  upstream, by a limit or as an invalid request; no tokens, no latency).
+- error rate: errors / completions that went upstream (success + error + cancelled), so a person
+  refused by their quota does not make the AI service look broken.
+- input and output tokens: sums; `estimated`: how many completions counted tokens from characters
+  (UsageRecord.token_source) because the upstream reported none (refusals never count).
 - latency and time to first token: the 50th and 95th percentiles (`percentile_cont`, interpolated)
   of successful completions, so quick failures do not flatter them.
 - tokens per second: the median of completions that produced output.
-Refusals by limit and budget used arrive with the limits issue: they will be `rejected` records
-(audit.models.Status.REJECTED) counted here, and the page keeps a marked place for them.
+Budget used arrives with the limits issue; the page keeps a marked place for it.
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ from django.db.models.functions import Trunc
 from audit.models import Status, UsageRecord
 
 HOUR, DAY = "hour", "day"
-BREAKDOWN_LIMIT = 20  # people or models shown, those with the most requests first
+BREAKDOWN_LIMIT = 20  # people, teams or models shown, those with the most requests first
+NO_TEAM = "(no team)"  # the label of records made for no team (before teams existed)
 
-# The dimensions usage can be broken down by, as the `values()` that group it. Teams add
-# "team": ("team_id", "team__name") here once usage records carry the team they were made for.
+# The dimensions usage can be broken down by, as the `values()` that group it; the last names it.
 BREAKDOWNS = {
     "person": ("user_id", "user__username"),
+    "team": ("team_id", "team__slug", "team__name"),
     "model": ("model_id",),
 }
 
@@ -55,6 +58,7 @@ class Percentile(Aggregate):
 
 
 SUCCESS = Q(status=Status.SUCCESS)
+COUNTS = ("requests", "success", "error", "cancelled", "refused", "input_tokens", "output_tokens", "estimated")
 
 
 def measures() -> dict:
@@ -66,9 +70,12 @@ def measures() -> dict:
         "success": Count("status", filter=SUCCESS),
         "error": Count("status", filter=Q(status=Status.ERROR)),
         "cancelled": Count("status", filter=Q(status=Status.CANCELLED)),
+        "refused": Count("status", filter=Q(status=Status.REJECTED)),
         "input_tokens": Sum("input_tokens", default=0),
         "output_tokens": Sum("output_tokens", default=0),
-        "estimated": Count("status", filter=Q(token_source=UsageRecord.TokenSource.ESTIMATE)),
+        "estimated": Count(
+            "status", filter=Q(token_source=UsageRecord.TokenSource.ESTIMATE) & ~Q(status=Status.REJECTED)
+        ),
         "latency_p50": Percentile("latency_ms", 0.5, filter=SUCCESS),
         "latency_p95": Percentile("latency_ms", 0.95, filter=SUCCESS),
         "ttft_p50": Percentile("ttft_ms", 0.5, filter=SUCCESS),
@@ -79,13 +86,13 @@ def measures() -> dict:
 
 
 # An empty bucket: nothing counted, no percentile.
-EMPTY = {name: None for name in measures()} | {
-    name: 0 for name in ("requests", "success", "error", "cancelled", "input_tokens", "output_tokens", "estimated")
-}
+EMPTY = {name: None for name in measures()} | {name: 0 for name in COUNTS}
 
 
 def _finish(group: dict) -> dict:
-    group["error_rate"] = group["error"] / group["requests"] if group["requests"] else None
+    upstream = group["requests"] - group["refused"]
+    group["upstream"] = upstream
+    group["error_rate"] = group["error"] / upstream if upstream else None
     return group
 
 
@@ -131,11 +138,15 @@ def portal_time_zone() -> zoneinfo.ZoneInfo:
     return zoneinfo.ZoneInfo(settings.TIME_ZONE)
 
 
-def records_in(records: QuerySet[UsageRecord], window: Window, *, person: str = "", model: str = "") -> QuerySet[UsageRecord]:
-    """The records of the window, of one person (user name) and one model when given."""
+def records_in(
+    records: QuerySet[UsageRecord], window: Window, *, person: str = "", team: str = "", model: str = ""
+) -> QuerySet[UsageRecord]:
+    """The records of the window, of one person (user name), team (slug) and model when given."""
     records = records.filter(timestamp__gte=window.start, timestamp__lt=window.end)
     if person:
         records = records.filter(user__username=person)
+    if team:
+        records = records.filter(team__slug=team)
     if model:
         records = records.filter(model_id=model)
     return records
@@ -161,8 +172,8 @@ def over_time(records: QuerySet[UsageRecord], window: Window) -> list[dict]:
 
 
 def breakdown(records: QuerySet[UsageRecord], by: str, limit: int = BREAKDOWN_LIMIT) -> list[dict]:
-    """The figures per person or model (BREAKDOWNS), those with the most requests first; each
-    group's `label` names it."""
+    """The figures per person, team or model (BREAKDOWNS), those with the most requests first;
+    each group's `label` names it."""
     fields = BREAKDOWNS[by]
     rows = records.values(*fields).annotate(**measures()).order_by("-requests", *fields)[:limit]
-    return [_finish({**row, "label": row[fields[-1]]}) for row in rows]
+    return [_finish({**row, "label": row[fields[-1]] or NO_TEAM}) for row in rows]

@@ -39,6 +39,7 @@ from procrastinate.retry import BaseRetryStrategy
 from procrastinate.worker import WORKER_NAME
 from standardwebhooks.webhooks import Webhook
 
+from gateway_portal.models import Team
 from audit.models import SETTINGS_ENDPOINT, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,9 @@ def _first_run(event_id: str, endpoint_key: int | str, event: dict) -> WebhookDe
 def _body(event: dict) -> str:
     person = event["person"]
     person["username"] = get_user_model().objects.filter(pk=person["id"]).values_list("username", flat=True).first()
+    team = event.get("team")
+    if team:
+        team["name"] = Team.objects.filter(pk=team["id"]).values_list("name", flat=True).first()
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
 
 

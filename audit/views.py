@@ -21,13 +21,15 @@ from django.views.decorators.http import require_GET
 from audit import analytics
 from audit.forms import UsageFilters
 from chat import access
+from gateway_portal.models import Team
 
-TABLES = ("summary", "over-time", "people", "models")
+TABLES = ("summary", "over-time", "people", "teams", "models")
+BREAKDOWN_OF = {"people": "person", "teams": "team", "models": "model"}
 
 # The CSV columns after the group's own (bucket, person or model), in the page's order.
 FIGURE_COLUMNS = [
     ("requests", "requests"), ("success", "success"), ("error", "error"), ("cancelled", "cancelled"),
-    ("error_rate", "error_rate"), ("input_tokens", "input_tokens"), ("output_tokens", "output_tokens"),
+    ("refused", "refused"), ("error_rate", "error_rate"), ("input_tokens", "input_tokens"), ("output_tokens", "output_tokens"),
     ("estimated", "estimated_token_counts"), ("latency_p50", "latency_p50_ms"), ("latency_p95", "latency_p95_ms"),
     ("ttft_p50", "ttft_p50_ms"), ("ttft_p95", "ttft_p95_ms"), ("tokens_per_second", "tokens_per_second_p50"),
 ]
@@ -36,7 +38,7 @@ FIGURE_COLUMNS = [
 def _records(user, filters: UsageFilters):
     data = filters.cleaned_data
     return analytics.records_in(
-        access.usage_visible_to(user), filters.window, person=data["person"], model=data["model"]
+        access.usage_visible_to(user), filters.window, person=data["person"], team=data["team"], model=data["model"]
     )
 
 
@@ -47,6 +49,13 @@ def sees_others(user) -> bool:
     return (
         get_user_model().objects.filter(pk__in=access.usage_visible_to(user).values("user_id")).exclude(pk=user.pk).exists()
     )
+
+
+def sees_teams(user) -> bool:
+    """Whether the person may see more than one team's usage (an officer, a superuser, the admin
+    of several teams): then the page offers the team filter and breakdown. (A semi-join on the
+    teams, as sees_others.)"""
+    return Team.objects.filter(pk__in=access.usage_visible_to(user).values("team_id"))[:2].count() > 1
 
 
 def _bucket_label(moment, bucket: str) -> str:
@@ -65,33 +74,40 @@ def usage(request):
     records = _records(user, filters)
     figures = analytics.figures(records)
     others = sees_others(user)
-    over_time, people, models = [], [], []
+    several_teams = others and sees_teams(user)
+    over_time, people, teams, models = [], [], [], []
     if figures["requests"]:
         over_time = analytics.over_time(records, window)
         people = analytics.breakdown(records, "person") if others else []
+        teams = analytics.breakdown(records, "team") if several_teams else []
         models = analytics.breakdown(records, "model")
     for row in over_time:
         row["label"] = _bucket_label(row["bucket"], window.bucket)
     for by, rows in (("person", people), ("model", models)):
         for row in rows:  # a name narrows the page to it
             row["link"] = "?" + filters.query(**{by: row["label"]})
+    for row in teams:
+        row["link"] = "?" + filters.query(team=row["team__slug"]) if row["team__slug"] else ""
     csv_query = filters.query()
     context.update(
         window=window,
         figures=figures,
         over_time=over_time,
         people=people,
+        teams=teams,
         models=models,
         sees_others=others,
+        sees_teams=several_teams,
         csv_links={
             table.replace("-", "_"): f"{reverse('analytics:csv', args=[table])}?{csv_query}".rstrip("?") for table in TABLES
         },
         chart_data={
             "bucket": window.bucket,
-            "over_time": _series(over_time, ["label", "success", "error", "cancelled", "input_tokens",
+            "over_time": _series(over_time, ["label", "success", "error", "cancelled", "refused", "input_tokens",
                                              "output_tokens", "latency_p50", "latency_p95", "ttft_p50", "ttft_p95"]),
-            "people": _series(people, ["label", "requests", "error", "input_tokens", "output_tokens"]),
-            "models": _series(models, ["label", "requests", "error", "input_tokens", "output_tokens"]),
+            "people": _series(people, ["label", "requests", "error", "refused", "input_tokens", "output_tokens"]),
+            "teams": _series(teams, ["label", "requests", "error", "refused", "input_tokens", "output_tokens"]),
+            "models": _series(models, ["label", "requests", "error", "refused", "input_tokens", "output_tokens"]),
         },
     )
     return render(request, "analytics/usage.html", context)
@@ -119,7 +135,7 @@ def usage_csv(request, table: str):
             {**row, "key": [row["bucket"].isoformat()]} for row in analytics.over_time(records, window)
         ]
     else:
-        by = "person" if table == "people" else "model"
+        by = BREAKDOWN_OF[table]
         head, rows = [by], [{**row, "key": [row["label"]]} for row in analytics.breakdown(records, by)]
 
     name = f"usage-{table}-{window.start:%Y%m%d%H%M}-{window.end:%Y%m%d%H%M}.csv"

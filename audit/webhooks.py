@@ -84,8 +84,8 @@ def enqueue_completion(entry: dict, usage: dict) -> None:
 def completion_event(entry: dict, usage: dict) -> dict:
     """The webhook body: the seed's analytics fields at the top level, as the seed sent them (so
     its receivers keep working), plus the event type, who, which model, time to first token, where
-    the token counts come from and the audit id. The worker adds the person's user name."""
-    # Teams arrive with the governance issue: "team" joins "person" here then.
+    the token counts come from and the audit id. Only ids here, so the chat path reads nothing
+    more: the worker adds the person's user name and the team's name."""
     return {
         "type": entry["action"],
         "request_id": usage["request_id"],
@@ -98,6 +98,7 @@ def completion_event(entry: dict, usage: dict) -> dict:
         "input_chars": usage["input_chars"],
         "output_chars": usage["output_chars"],
         "person": {"id": usage["user_id"]},
+        "team": {"id": usage["team_id"]} if usage["team_id"] is not None else None,
         "model": usage["model_id"],
         "ttft_ms": usage["ttft_ms"],
         "token_source": usage["token_source"],

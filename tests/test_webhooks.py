@@ -28,6 +28,7 @@ from audit.models import AuditEntry, WebhookAttempt, WebhookDelivery, WebhookEnd
 from chat.actions import NoTranscript
 from chat.completion import API, COMPLETE, CompletionRequest, Delta, Done, Exchange, Failed, Outcome
 from chat.executor import ChatExecutor
+from gateway_portal.models import current_team
 from gateway_portal.child_processes import CAPTURE, ChildProcess, LinePrinted, NotReady, free_port
 from tests.helpers import PROJECT, _test_database_url, launch_portal, nonce
 
@@ -285,6 +286,8 @@ def test_the_settings_endpoint_gets_every_event_signed_per_standard_webhooks(ali
     entry = AuditEntry.objects.get(audit_id=payload["audit_id"])
     assert payload["request_id"] == entry.request_id and payload["status"] == "success"
     assert payload["person"] == {"id": alice.pk, "username": "alice"} and payload["model"] == "gpt-4o"
+    red = current_team(alice)
+    assert payload["team"] == {"id": red.pk, "name": red.name}
     assert payload["output_tokens"] == succeeded.outcome.output_tokens > 0
     assert payload["latency_ms"] == succeeded.outcome.latency_ms and payload["ttft_ms"] == succeeded.outcome.ttft_ms
     assert {"tokens_per_second", "input_tokens", "timestamp", "token_source"} <= set(payload)
