@@ -177,3 +177,82 @@ def breakdown(records: QuerySet[UsageRecord], by: str, limit: int = BREAKDOWN_LI
     fields = BREAKDOWNS[by]
     rows = records.values(*fields).annotate(**measures()).order_by("-requests", *fields)[:limit]
     return [_finish({**row, "label": row[fields[-1]] or NO_TEAM}) for row in rows]
+
+
+# --- The page's source of figures: the usage records, or the roll-ups where they are too many ---
+
+
+class FromRecords:
+    """Every figure from the usage records (exact)."""
+
+    approximate = False
+
+    def __init__(self, records: QuerySet[UsageRecord], window: Window):
+        self.records, self.window = records, window
+
+    def figures(self) -> dict:
+        return figures(self.records)
+
+    def over_time(self) -> list[dict]:
+        return over_time(self.records, self.window)
+
+    def breakdown(self, by: str, limit: int = BREAKDOWN_LIMIT) -> list[dict]:
+        return breakdown(self.records, by, limit)
+
+
+class FromRollups:
+    """The same figures from the roll-ups of the window's whole rolled days and the usage records
+    of the rest (audit/rollups.py): counts and sums exact, percentiles within
+    rollups.PERCENTILE_ERROR."""
+
+    approximate = True
+
+    def __init__(self, scope, plan, window: Window, *, team: str = "", model: str = ""):
+        from gateway_portal.models import Team
+
+        self.scope, self.plan, self.window, self.model = scope, plan, window, model
+        self.team_id = None
+        if team:  # a slug nobody has: id 0, which no team has either
+            self.team_id = Team.objects.filter(slug=team).values_list("pk", flat=True).first() or 0
+
+    def _summed(self, grouping: str) -> dict:
+        from audit import rollups
+
+        return rollups.summed(self.scope, self.plan, self.window, team_id=self.team_id, model=self.model, groupings=[grouping])[grouping]
+
+    def figures(self) -> dict:
+        return _finish({**EMPTY, **self._summed("total").get((), {})})
+
+    def over_time(self) -> list[dict]:
+        found = {datetime.combine(key[0], time()): row for key, row in self._summed("bucket").items()}
+        return [_finish({**EMPTY, **found.get(key, {}), "bucket": key}) for key in self.window.buckets()]
+
+    def breakdown(self, by: str, limit: int = BREAKDOWN_LIMIT) -> list[dict]:
+        from django.contrib.auth import get_user_model
+
+        from gateway_portal.models import Team
+
+        groups = sorted(self._summed(by).items(), key=lambda item: (-item[1]["requests"], str(item[0][0])))[:limit]
+        keys = [key for key, _ in groups]
+        fields = BREAKDOWNS[by]
+        if by == "person":
+            names = dict(get_user_model().objects.filter(pk__in=keys and [k[0] for k in keys]).values_list("pk", "username"))
+            named = [{"user_id": k[0], "user__username": names.get(k[0])} for k in keys]
+        elif by == "team":
+            teams = {pk: (slug, name) for pk, slug, name in Team.objects.filter(pk__in=[k[0] for k in keys if k[0]]).values_list("pk", "slug", "name")}
+            named = [{"team_id": k[0], "team__slug": teams.get(k[0], (None, None))[0], "team__name": teams.get(k[0], (None, None))[1]} for k in keys]
+        else:
+            named = [{"model_id": k[0]} for k in keys]
+        return [_finish({**EMPTY, **row, **name, "label": name[fields[-1]] or NO_TEAM}) for (_, row), name in zip(groups, named)]
+
+
+def source(user, records: QuerySet[UsageRecord], window: Window, *, person: str = "", team: str = "", model: str = ""):
+    """Where the page's figures come from: the roll-ups when the window is grouped by day and not
+    narrowed to one person (audit/rollups.py says why), else the records."""
+    from audit import rollups
+    from chat import access
+
+    plan = None if person else rollups.plan(window, person=person)
+    if plan is None:
+        return FromRecords(records, window)
+    return FromRollups(access.usage_scope(user), plan, window, team=team, model=model)

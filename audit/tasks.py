@@ -78,6 +78,19 @@ def backoff_delay(attempt: int) -> float:
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
+@app.periodic(cron="7 * * * *")
+@app.task(name="audit.roll_up_usage", queue="rollups", queueing_lock="roll_up_usage")
+def roll_up_usage(timestamp):
+    """Re-roll the last closed days' usage (audit/rollups.py says why these and not fewer)."""
+    from audit import rollups
+
+    close_old_connections()
+    try:
+        rollups.roll_recent()
+    finally:
+        close_old_connections()
+
+
 @app.task(name="audit.deliver_webhook", queue="webhooks", pass_context=True, retry=Backoff())
 def deliver_webhook(context, *, event_id: str = "", endpoint: int | str = "", event: dict | None = None, delivery: int | None = None):
     """Deliver `event` to `endpoint` (an id, or "settings"), or re-send the stored `delivery`."""

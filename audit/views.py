@@ -18,7 +18,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
-from audit import analytics
+from audit import analytics, rollups
 from audit.forms import UsageFilters
 from chat import access
 from gateway_portal.models import Team
@@ -35,11 +35,11 @@ FIGURE_COLUMNS = [
 ]
 
 
-def _records(user, filters: UsageFilters):
+def _source(user, filters: UsageFilters):
     data = filters.cleaned_data
-    return analytics.records_in(
-        access.usage_visible_to(user), filters.window, person=data["person"], team=data["team"], model=data["model"]
-    )
+    narrowed = {"person": data["person"], "team": data["team"], "model": data["model"]}
+    records = analytics.records_in(access.usage_visible_to(user), filters.window, **narrowed)
+    return analytics.source(user, records, filters.window, **narrowed)
 
 
 def sees_others(user) -> bool:
@@ -71,16 +71,16 @@ def usage(request):
         return render(request, "analytics/usage.html", context, status=400)
 
     user, window = request.user, filters.window
-    records = _records(user, filters)
-    figures = analytics.figures(records)
+    usage = _source(user, filters)
+    figures = usage.figures()
     others = sees_others(user)
     several_teams = others and sees_teams(user)
     over_time, people, teams, models = [], [], [], []
     if figures["requests"]:
-        over_time = analytics.over_time(records, window)
-        people = analytics.breakdown(records, "person") if others else []
-        teams = analytics.breakdown(records, "team") if several_teams else []
-        models = analytics.breakdown(records, "model")
+        over_time = usage.over_time()
+        people = usage.breakdown("person") if others else []
+        teams = usage.breakdown("team") if several_teams else []
+        models = usage.breakdown("model")
     for row in over_time:
         row["label"] = _bucket_label(row["bucket"], window.bucket)
     for by, rows in (("person", people), ("model", models)):
@@ -98,6 +98,8 @@ def usage(request):
         models=models,
         sees_others=others,
         sees_teams=several_teams,
+        approximate=usage.approximate,
+        percentile_error=f"{rollups.PERCENTILE_ERROR:.0%}",
         csv_links={
             table.replace("-", "_"): f"{reverse('analytics:csv', args=[table])}?{csv_query}".rstrip("?") for table in TABLES
         },
@@ -127,16 +129,14 @@ def usage_csv(request, table: str):
     if not filters.is_valid():
         return HttpResponseBadRequest(" ".join(e for errors in filters.errors.values() for e in errors), content_type="text/plain")
     window = filters.window
-    records = _records(request.user, filters)
+    usage = _source(request.user, filters)
     if table == "summary":
-        head, rows = ["from", "to"], [{**analytics.figures(records), "key": [window.start.isoformat(), window.end.isoformat()]}]
+        head, rows = ["from", "to"], [{**usage.figures(), "key": [window.start.isoformat(), window.end.isoformat()]}]
     elif table == "over-time":
-        head, rows = [f"{window.bucket}_start"], [
-            {**row, "key": [row["bucket"].isoformat()]} for row in analytics.over_time(records, window)
-        ]
+        head, rows = [f"{window.bucket}_start"], [{**row, "key": [row["bucket"].isoformat()]} for row in usage.over_time()]
     else:
         by = BREAKDOWN_OF[table]
-        head, rows = [by], [{**row, "key": [row["label"]]} for row in analytics.breakdown(records, by)]
+        head, rows = [by], [{**row, "key": [row["label"]]} for row in usage.breakdown(by)]
 
     name = f"usage-{table}-{window.start:%Y%m%d%H%M}-{window.end:%Y%m%d%H%M}.csv"
     response = HttpResponse(content_type="text/csv; charset=utf-8")
