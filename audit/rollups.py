@@ -36,11 +36,12 @@ import math
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from audit.models import RolledDay, Status, UsageDay, UsagePersonDay, UsageRecord
+from audit.models import RolledDay, UsageDay, UsagePersonDay, UsageRecord
 
 RATIO = 1.1
 BUCKETS = 120
@@ -173,8 +174,8 @@ def first_record_day() -> date | None:
 
 @dataclass
 class Plan:
-    """Which part of a window comes from roll-ups: the days [first, last], both included, and
-    whether every part is read from the roll-ups table of people (`people`) or of teams."""
+    """The part of a window read from roll-ups: the rolled days first to last, both included
+    (from `start` to `end`); the rest of the window is read from the usage records."""
 
     first: date
     last: date
@@ -241,8 +242,7 @@ def _narrow(rows, team_id, model):
 
 def _add_rollups(results, rows, plan: Plan, team_id, model, groupings):
     rows = _narrow(rows.filter(day__gte=plan.first, day__lte=plan.last), team_id, model)
-    query, params = rows.order_by().values("pk").query.sql_with_params()
-    where = query.split(" WHERE ", 1)[1] if " WHERE " in query else "TRUE"
+    where, params = _where(rows)
     table = rows.model._meta.db_table
     sums = [f"sum({name}) AS {name}" for name in COUNTS]
     for name in HISTOGRAMS:
@@ -268,8 +268,7 @@ def _add_records(results, scope, plan: Plan, window, team_id, model, groupings):
     if scope is not None:
         rows = rows.filter(scope)
     rows = _narrow(rows, team_id, model)
-    query, params = rows.order_by().values("pk").query.sql_with_params()
-    where = query.split(" WHERE ", 1)[1]
+    where, params = _where(rows)
     for grouping in groupings:
         keys = GROUPINGS[grouping]
         select = ["(timestamp AT TIME ZONE %s)::date AS day" if k == "day" else k for k in keys] or ["1 AS one"]
@@ -282,6 +281,17 @@ def _add_records(results, scope, plan: Plan, window, team_id, model, groupings):
                 for name in HISTOGRAMS:
                     row[name] = _dense(row[name])
                 _merge(results[grouping], tuple(row[k] for k in keys), row)
+
+
+def _where(rows) -> tuple[str, list]:
+    """A queryset's filters as SQL (the columns named with their table), for the hand-written
+    aggregates above: so the visibility rule and the filters are Django's, not copied."""
+    compiler = rows.query.get_compiler(using=rows.db)
+    try:
+        where, params = rows.query.where.as_sql(compiler, compiler.connection)
+    except EmptyResultSet:
+        return "FALSE", []
+    return where or "TRUE", list(params)
 
 
 def _merge(groups: dict, key: tuple, row: dict) -> None:
