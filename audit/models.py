@@ -141,6 +141,14 @@ class UsageRecord(models.Model):
                 include=["status", "model_id", "token_source", "latency_ms", "ttft_ms",
                          "input_tokens", "output_tokens", "tokens_per_second"],
             ),
+            # Everyone's records of a few hours (the part of a range not rolled up yet,
+            # audit/rollups.py) from this index alone: records of one hour are not together in
+            # the table when they were imported out of order.
+            models.Index(
+                fields=["timestamp"], name="usage_time_analytics",
+                include=["user", "team", "status", "model_id", "token_source", "latency_ms", "ttft_ms",
+                         "input_tokens", "output_tokens", "tokens_per_second"],
+            ),
         ]
 
     def __str__(self):

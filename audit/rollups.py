@@ -49,6 +49,9 @@ BUCKETS = 120
 HISTOGRAMS = {"latency_hist": ("latency_ms", 10.0), "ttft_hist": ("ttft_ms", 10.0), "tps_hist": ("tokens_per_second", 0.1)}
 PERCENTILE_ERROR = math.sqrt(RATIO) - 1
 REROLL_DAYS = 2
+# What the sums read of a usage record: all in the covering index by time.
+RECORD_COLUMNS = ("timestamp", "user_id", "team_id", "model_id", "status", "token_source", "latency_ms", "ttft_ms",
+                  "input_tokens", "output_tokens", "tokens_per_second")
 COUNTS = ("requests", "success", "error", "cancelled", "refused", "estimated", "input_tokens", "output_tokens")
 
 
@@ -69,7 +72,7 @@ _HIST_SQL = """
 """
 
 
-def _summing_sql(keys: list[str], where: str, group_by: list[str] | None = None) -> str:
+def _summing_sql(keys: list[str], where: str, group_by: list[str] | None = None, source: str = "") -> str:
     """Counts, sums and histograms of the usage records `where` says, per `keys` (SELECT
     expressions; `group_by` when they are not plain columns)."""
     hists = []
@@ -88,7 +91,7 @@ def _summing_sql(keys: list[str], where: str, group_by: list[str] | None = None)
             coalesce(sum(input_tokens), 0) AS input_tokens,
             coalesce(sum(output_tokens), 0) AS output_tokens,
             {', '.join(hists)}
-        FROM {UsageRecord._meta.db_table}
+        FROM {source or UsageRecord._meta.db_table}
         WHERE {where}
         GROUP BY {', '.join(group_by or keys)}
     """
@@ -210,24 +213,31 @@ def plan(window, *, person: str) -> Plan | None:
 GROUPINGS = {"total": [], "bucket": ["day"], "person": ["user_id"], "team": ["team_id"], "model": ["model_id"]}
 
 
-def summed(scope: Q | None, plan: Plan, window, *, team_id: int | None, model: str, groupings: list[str]) -> dict:
+def summed(
+    scope: Q | None, plan: Plan, window, *, team_id: int | None, model: str, groupings: list[str],
+    histograms: tuple[str, ...] = tuple(HISTOGRAMS),
+) -> dict:
     """{grouping: {key: figures}}: the roll-ups of the plan's days plus the usage records of the
     rest of the window (narrowed to `scope`, a team id and a model when given), summed per
-    grouping (GROUPINGS). Percentiles are estimated per group."""
+    grouping (GROUPINGS). Percentiles are estimated per group, of the `histograms` asked for (the
+    others' are None): summing a histogram costs a sum per bucket per roll-up row."""
     results: dict[str, dict] = {name: {} for name in groupings}
     rollup_groupings = [g for g in groupings if g != "person"]
     # The teams table can answer only whoever sees everyone: it has no person to narrow by.
     if scope is None and rollup_groupings:
-        _add_rollups(results, UsageDay.objects.all(), plan, team_id, model, rollup_groupings)
+        _add_rollups(results, UsageDay.objects.all(), plan, team_id, model, rollup_groupings, histograms)
     else:
         rollup_groupings = []
     people_groupings = [g for g in groupings if g not in rollup_groupings]
     if people_groupings:
         rows = UsagePersonDay.objects.all() if scope is None else UsagePersonDay.objects.filter(scope)
-        _add_rollups(results, rows, plan, team_id, model, people_groupings)
+        _add_rollups(results, rows, plan, team_id, model, people_groupings, histograms)
     _add_records(results, scope, plan, window, team_id, model, groupings)
     for groups in results.values():
         for figures in groups.values():
+            for name in HISTOGRAMS:
+                if name not in histograms:
+                    figures[name] = None
             _percentiles(figures)
     return results
 
@@ -240,13 +250,16 @@ def _narrow(rows, team_id, model):
     return rows
 
 
-def _add_rollups(results, rows, plan: Plan, team_id, model, groupings):
+def _add_rollups(results, rows, plan: Plan, team_id, model, groupings, histograms):
     rows = _narrow(rows.filter(day__gte=plan.first, day__lte=plan.last), team_id, model)
     where, params = _where(rows)
     table = rows.model._meta.db_table
     sums = [f"sum({name}) AS {name}" for name in COUNTS]
     for name in HISTOGRAMS:
-        sums.append(f"ARRAY[{', '.join(f'sum({name}[{i}])' for i in range(1, BUCKETS + 1))}]::bigint[] AS {name}")
+        if name in histograms:
+            sums.append(f"ARRAY[{', '.join(f'sum({name}[{i}])' for i in range(1, BUCKETS + 1))}]::bigint[] AS {name}")
+        else:
+            sums.append(f"NULL::bigint[] AS {name}")
     for grouping in groupings:
         keys = GROUPINGS[grouping]
         select_keys = "".join(f"{k}, " for k in keys)
@@ -262,19 +275,24 @@ def _add_rollups(results, rows, plan: Plan, team_id, model, groupings):
 
 
 def _add_records(results, scope, plan: Plan, window, team_id, model, groupings):
-    rows = UsageRecord.objects.filter(timestamp__gte=window.start, timestamp__lt=window.end).exclude(
-        timestamp__gte=plan.start, timestamp__lt=plan.end
-    )
-    if scope is not None:
-        rows = rows.filter(scope)
-    rows = _narrow(rows, team_id, model)
-    where, params = _where(rows)
+    # The two ranges apart, joined by UNION ALL: each is then read from the covering index by time
+    # alone (audit.models), where one OR of both would read every record's table page.
+    parts, params = [], []
+    table = UsageRecord._meta.db_table
+    for start, end in ((window.start, plan.start), (plan.end, window.end)):
+        rows = UsageRecord.objects.filter(timestamp__gte=start, timestamp__lt=end)
+        if scope is not None:
+            rows = rows.filter(scope)
+        where, part_params = _where(_narrow(rows, team_id, model))
+        parts.append(f"SELECT {', '.join(RECORD_COLUMNS)} FROM {table} WHERE {where}")
+        params += part_params
+    source = f"({' UNION ALL '.join(parts)}) AS {table}"
     for grouping in groupings:
         keys = GROUPINGS[grouping]
         select = ["(timestamp AT TIME ZONE %s)::date AS day" if k == "day" else k for k in keys] or ["1 AS one"]
-        sql = _summing_sql(select, where, group_by=[k if k != "day" else "1" for k in keys] or ["1"])
+        sql = _summing_sql(select, "TRUE", group_by=[k if k != "day" else "1" for k in keys] or ["1"], source=source)
         with connection.cursor() as cursor:
-            cursor.execute(sql, ([_portal_tz().key] if "day" in keys else []) + list(params))
+            cursor.execute(sql, ([_portal_tz().key] if "day" in keys else []) + params)
             columns = [c.name for c in cursor.description]
             for row in cursor.fetchall():
                 row = dict(zip(columns, row))
@@ -297,12 +315,17 @@ def _where(rows) -> tuple[str, list]:
 def _merge(groups: dict, key: tuple, row: dict) -> None:
     found = groups.get(key)
     if found is None:
-        groups[key] = {name: int(row[name]) for name in COUNTS} | {name: [int(n or 0) for n in row[name]] for name in HISTOGRAMS}
+        groups[key] = {name: int(row[name]) for name in COUNTS} | {
+            name: None if row[name] is None else [int(n or 0) for n in row[name]] for name in HISTOGRAMS
+        }
         return
     for name in COUNTS:
         found[name] += int(row[name])
-    for name in HISTOGRAMS:
-        found[name] = [a + int(b or 0) for a, b in zip(found[name], row[name])]
+    for name in HISTOGRAMS:  # one not asked for stays None
+        if found[name] is not None and row[name] is not None:
+            found[name] = [a + int(b or 0) for a, b in zip(found[name], row[name])]
+        else:
+            found[name] = None
 
 
 def _percentiles(figures: dict) -> None:
@@ -312,7 +335,7 @@ def _percentiles(figures: dict) -> None:
         low = HISTOGRAMS[name][1]
         histogram = figures.pop(name)
         for figure, fraction in fractions.items():
-            figures[figure] = percentile(histogram, fraction, low)
+            figures[figure] = None if histogram is None else percentile(histogram, fraction, low)
 
 
 def percentile(histogram: list[int], fraction: float, low: float) -> float | None:

@@ -21,7 +21,7 @@ from django.views.decorators.http import require_GET
 from audit import analytics, rollups
 from audit.forms import UsageFilters
 from chat import access
-from gateway_portal.models import Team
+from gateway_portal.models import Membership, Team
 
 TABLES = ("summary", "over-time", "people", "teams", "models")
 BREAKDOWN_OF = {"people": "person", "teams": "team", "models": "model"}
@@ -53,9 +53,15 @@ def sees_others(user) -> bool:
 
 def sees_teams(user) -> bool:
     """Whether the person may see more than one team's usage (an officer, a superuser, the admin
-    of several teams): then the page offers the team filter and breakdown. (A semi-join on the
-    teams, as sees_others.)"""
-    return Team.objects.filter(pk__in=access.usage_visible_to(user).values("team_id"))[:2].count() > 1
+    of several teams, or of one with records of their own elsewhere): then the page offers the
+    team filter and breakdown. Asked of the teams, not of a semi-join on a team's records, which
+    reads all of them when there is no second team."""
+    if access.usage_scope(user) is None:
+        return Team.objects.count() > 1
+    administered = list(Membership.objects.filter(user=user, role=Membership.Role.ADMIN).values_list("team_id", flat=True)[:2])
+    if len(administered) != 1:
+        return len(administered) > 1
+    return access.usage_visible_to(user).filter(user=user).exclude(team_id=administered[0]).exists()
 
 
 def _bucket_label(moment, bucket: str) -> str:
@@ -78,9 +84,10 @@ def usage(request):
     over_time, people, teams, models = [], [], [], []
     if figures["requests"]:
         over_time = usage.over_time()
-        people = usage.breakdown("person") if others else []
-        teams = usage.breakdown("team") if several_teams else []
-        models = usage.breakdown("model")
+        # The tables show latency only; their CSVs have every figure.
+        people = usage.breakdown("person", latency_only=True) if others else []
+        teams = usage.breakdown("team", latency_only=True) if several_teams else []
+        models = usage.breakdown("model", latency_only=True)
     for row in over_time:
         row["label"] = _bucket_label(row["bucket"], window.bucket)
     for by, rows in (("person", people), ("model", models)):

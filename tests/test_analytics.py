@@ -283,6 +283,7 @@ def test_the_chat_page_header_links_to_the_analytics(client, alice):
 
 def test_the_page_asks_the_database_the_same_few_questions_however_many_records(client, alice, olivia, usage, django_assert_max_num_queries):
     client.force_login(olivia)
-    # Session, user and permissions, then the figures, the visibility checks, over time, people, teams, models.
-    with django_assert_max_num_queries(11):
+    # Session, user and permissions, which days are rolled up, then the figures, the visibility checks,
+    # over time, people, teams, models.
+    with django_assert_max_num_queries(12):
         assert client.get("/analytics/", RANGE).status_code == 200
