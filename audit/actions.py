@@ -122,6 +122,7 @@ def do_record_completion(exchange: Exchange, outcome: Outcome, *, also: Callable
 def do_record_refusal(
     *, request_id: str, user_id: int, team_id: int | None, model_id: str, client: str, code: str, sentence: str,
     retry_after: float | None = None, conversation_id: int | None = None, messages: list[dict] | None = None,
+    limit: dict | None = None,
 ) -> str:
     """A completion refused before it went upstream: one entry (status "rejected", the error code,
     the sentence the person was shown) and a usage record with no tokens, so analytics count it.
@@ -130,6 +131,8 @@ def do_record_refusal(
     details = {"client": client, "reason": sentence}
     if retry_after is not None:
         details["retry_after"] = retry_after
+    if limit:  # which limit of chat/quotas.py refused it, and its value then
+        details["limit"], details["limit_value"] = limit["name"], limit["value"]
 
     def rows(audit_id: str, now: datetime) -> tuple[dict, dict]:
         entry = {

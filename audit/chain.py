@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from django.db import connection
@@ -83,19 +83,22 @@ class Verdict:
     head_hash: str
     broken_at: int | None = None
     reason: str = ""
+    remembered: dict[int, str] = field(default_factory=dict)  # seq -> hash of the entries asked for
 
     @property
     def intact(self) -> bool:
         return self.broken_at is None
 
 
-def verify(batch: int = 10_000) -> Verdict:
-    """Walk the whole chain in seq order, recomputing every hash."""
+def verify(batch: int = 10_000, remember: set[int] = frozenset()) -> Verdict:
+    """Walk the whole chain in seq order, recomputing every hash; keeps the hashes of the entries
+    in `remember` (to compare with published checkpoints)."""
     from audit.models import AuditEntry
 
     fields = [*SEALED, *SEALED_WHEN_SET, "prev_hash", "hash"]
     expected_seq, prev_hash, checked = 1, GENESIS, 0
     last = 0
+    remembered: dict[int, str] = {}
     while True:
         rows = list(AuditEntry.objects.filter(seq__gt=last).order_by("seq").values(*fields)[:batch])
         if not rows:
@@ -107,6 +110,8 @@ def verify(batch: int = 10_000) -> Verdict:
                 return Verdict(checked, row["seq"] - 1, prev_hash, row["seq"], "it does not follow the entry before it")
             if seal(prev_hash, row) != row["hash"]:
                 return Verdict(checked, row["seq"] - 1, prev_hash, row["seq"], "its content was changed after it was written")
+            if row["seq"] in remember:
+                remembered[row["seq"]] = row["hash"]
             prev_hash, expected_seq, checked = row["hash"], expected_seq + 1, checked + 1
         last = rows[-1]["seq"]
-    return Verdict(checked, expected_seq - 1, prev_hash)
+    return Verdict(checked, expected_seq - 1, prev_hash, remembered=remembered)

@@ -236,3 +236,13 @@ def _post(url: str, body: str, headers: dict[str, str]) -> tuple[int | None, str
         return None, f"could not connect: {exc}"
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
         return None, f"{type(exc).__name__}: {exc}"
+
+
+@app.periodic(cron="0 * * * *")
+@app.task(name="audit.publish_checkpoint", queueing_lock="publish_audit_checkpoint")
+def publish_audit_checkpoint(timestamp):
+    """Every hour: the chain's head to the log, the checkpoint file and webhooks (audit/checkpoints.py)."""
+    from audit import checkpoints
+
+    close_old_connections()
+    checkpoints.publish()

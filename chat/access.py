@@ -7,6 +7,10 @@ What is not visible to someone does not exist for them: callers answer 404 or "n
     a person            reads and writes their own conversations (while in the conversation's
                         team), and reads the conversations teammates share with a team of theirs
     a compliance officer, a superuser   read everything, in the admin (audit/admin.py, chat/admin.py)
+
+Teams (the team page, gateway_portal/team_pages.py): every member sees their team's members and
+roles; its team admins change them; an officer sees every team and changes nothing; a superuser
+sees and manages every team.
 """
 
 from __future__ import annotations
@@ -15,10 +19,37 @@ from django.db.models import Q, QuerySet
 
 from audit.models import UsageRecord
 from chat.models import Conversation, Message
-from gateway_portal.models import Membership
+from gateway_portal.models import COMPLIANCE_OFFICERS, Membership, Team
 
-# The compliance officer's role, until roles exist: staff who may view usage records in the admin.
-USAGE_OFFICER_PERMISSION = "audit.view_usagerecord"
+
+def is_officer(user) -> bool:
+    """A compliance officer (reads everything in every team, changes nothing): a superuser, or
+    active staff in the "Compliance officers" group. Asked once per request object."""
+    if not user.is_authenticated or not user.is_active:
+        return False
+    if user.is_superuser:
+        return True
+    if not user.is_staff:
+        return False
+    if not hasattr(user, "_is_compliance_officer"):
+        user._is_compliance_officer = user.groups.filter(name=COMPLIANCE_OFFICERS).exists()
+    return user._is_compliance_officer
+
+
+def teams_visible_to(user) -> QuerySet[Team]:
+    """The teams whose page (members and roles) this person may see: their own; every team for an
+    officer or a superuser."""
+    if is_officer(user):
+        return Team.objects.all()
+    return Team.objects.filter(memberships__user=user)
+
+
+def teams_managed_by(user) -> QuerySet[Team]:
+    """The teams whose members and roles this person may change: those they are a team admin of;
+    every team for a superuser. An officer manages none (unless they are its team admin)."""
+    if user.is_active and user.is_superuser:
+        return Team.objects.all()
+    return Team.objects.filter(memberships__user=user, memberships__role=Membership.Role.ADMIN)
 
 
 def own_conversations(user) -> QuerySet[Conversation]:
@@ -58,8 +89,7 @@ def may_steer_answer(user_id: int, owner_id: int) -> bool:
 
 def usage_visible_to(user) -> QuerySet[UsageRecord]:
     """The usage records this person may count on the analytics pages and export: their own, and
-    all of the teams they are a team admin of; a compliance officer's (staff with the view
-    permission) and a superuser's, everyone's."""
+    all of the teams they are a team admin of; a compliance officer's and a superuser's, everyone's."""
     scope = usage_scope(user)
     return UsageRecord.objects.all() if scope is None else UsageRecord.objects.filter(scope)
 
@@ -67,9 +97,20 @@ def usage_visible_to(user) -> QuerySet[UsageRecord]:
 def usage_scope(user) -> Q | None:
     """usage_visible_to's rule as a filter on `user` and `team` (None: everyone), so the usage
     roll-ups (audit/rollups.py), which have both columns, are narrowed by the same rule."""
-    if user.is_active and (user.is_superuser or user.is_staff and user.has_perm(USAGE_OFFICER_PERMISSION)):
+    if is_officer(user):
         return None
     administered = list(Membership.objects.filter(user=user, role=Membership.Role.ADMIN).values_list("team_id", flat=True))
     if not administered:  # the common case keeps the plain filter, which the analytics index answers alone
         return Q(user=user)
     return Q(user=user) | Q(team_id__in=administered)
+
+
+def team_membership(user, slug: str) -> Membership:
+    """The person's membership of the team with this slug (its `role` says whether they are its
+    admin), or Http404: a team they are not in does not exist for them."""
+    from django.http import Http404
+
+    membership = Membership.objects.filter(user=user, team__slug=slug).select_related("team").first()
+    if membership is None:
+        raise Http404("No such team.")
+    return membership

@@ -9,7 +9,9 @@ A transcript has three steps, which the executor calls in order:
 `history()` (what to send upstream), `start()` (store the question while the model thinks; the
 executor does this concurrently with the upstream request) and `finish()` (store the answer,
 called by the executor inside the transaction that writes the audit entry and usage record, so an
-answer never exists without them). Database writes are twice per completion whatever its length.
+answer never exists without them). Database writes are twice per completion whatever its length,
+plus `checkpoint()` every PORTAL_CHECKPOINT_SECONDS of a long answer (its text so far, and the
+heartbeat that tells a live answer from one whose process died: chat/recovery.py).
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ from chat.errors import NotFound
 from chat.models import Conversation, Message
 
 
+class AnswerAlreadyStored(Exception):
+    """The answer was ended by someone else (chat/recovery.py) before its own process finished it."""
+
+
 def run_in_thread(function):
     """Run an ORM call in the thread pool. Not thread-sensitive: the default would funnel every
     database call of the process through one thread, so one slow write would queue all others."""
@@ -39,6 +45,9 @@ class NoTranscript:
         return "", list(request.messages)
 
     async def start(self, request: CompletionRequest, exchange: Exchange) -> None:
+        return None
+
+    async def checkpoint(self, exchange: Exchange, text: str) -> None:
         return None
 
     def finish(self, exchange: Exchange, outcome: Outcome, now: datetime) -> None:
@@ -106,14 +115,28 @@ class ConversationTranscript:
                         model_id=exchange.model_id,
                         request_id=exchange.request_id,
                         process_channel=self.process_channel,
+                        checkpoint_at=timezone.now(),
                     ),
                 ]
             )
         exchange.conversation_id = conversation_id
         exchange.user_message_id, exchange.message_id = question.pk, answer.pk
 
+    async def checkpoint(self, exchange: Exchange, text: str) -> None:
+        await run_in_thread(self._checkpoint)(exchange.message_id, text)
+
+    @staticmethod
+    def _checkpoint(message_id: int, text: str) -> None:
+        # Only while it streams: a checkpoint that arrives after the answer's end changes nothing.
+        Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(content=text, checkpoint_at=timezone.now())
+
     def finish(self, exchange: Exchange, outcome: Outcome, now: datetime) -> None:
-        stored = Message.objects.filter(pk=exchange.message_id).update(**Message.fields_for(outcome), completed_at=now)
+        answer = Message.objects.filter(pk=exchange.message_id)
+        stored = answer.filter(status=Message.Status.STREAMING).update(**Message.fields_for(outcome), completed_at=now)
+        if not stored and answer.exists():
+            # Stored as "interrupted" already (chat/recovery.py: its heartbeat stopped for longer
+            # than the cut-off while this process lived on): that record, and its audit entry, stand.
+            raise AnswerAlreadyStored(exchange.message_id)
         if not stored:
             # The conversation was deleted while the answer streamed: the completion still
             # happened, so its audit entry is written, pointing at nothing.

@@ -48,6 +48,7 @@ class Exchange:
     max_tokens: int
     conversation_id: int | None = None
     title: str = ""
+    left_out: int = 0  # earliest messages of a long conversation not sent (over the history limit)
     user_message_id: int | None = None
     message_id: int | None = None  # the answer's, when the caller stores one
     input_chars: int = field(init=False)
@@ -63,6 +64,7 @@ class Started:
     user_message_id: int | None
     request_id: str
     title: str
+    left_out: int = 0
 
 
 @dataclass
@@ -88,6 +90,7 @@ class Outcome:
     token_source: str = ESTIMATE
     latency_ms: int = 0
     ttft_ms: int | None = None
+    left_out: int = 0  # Exchange.left_out, kept with the answer
 
     @property
     def tokens_per_second(self) -> float:
@@ -103,7 +106,10 @@ class Outcome:
 
     def stats(self) -> dict:
         """What Message.stats stores: the same names as the final frame."""
-        return {"usage": self.usage(), "latency_ms": self.latency_ms, "ttft_ms": self.ttft_ms}
+        stats = {"usage": self.usage(), "latency_ms": self.latency_ms, "ttft_ms": self.ttft_ms}
+        if self.left_out:
+            stats["left_out"] = self.left_out
+        return stats
 
     def to_dict(self) -> dict:
         """The facts of a finished answer, named once for every wire: the `done` and `error` frames,
@@ -117,6 +123,8 @@ class Outcome:
             "ttft_ms": self.ttft_ms,
             "filters": self.filters,
         }
+        if self.left_out:
+            facts["left_out"] = self.left_out
         if self.status == ERROR:
             facts.update(code=self.error_code, detail=self.error_detail, retryable=self.retryable)
         return facts
@@ -136,11 +144,14 @@ class Failed:
     retryable: bool
     retry_after: float | None = None
     outcome: Outcome | None = None  # set when an answer was stored with this error
+    limit: dict | None = None  # a limit reached (chat/quotas.py): {"name", "value"}
 
     @classmethod
     def from_error(cls, error, message_id: int | None = None) -> Failed:
         """From a chat.errors.PortalError: its code, sentence and whether Retry can help."""
-        return cls(message_id, error.code, error.detail, error.retryable, error.retry_after)
+        name = getattr(error, "limit", "")
+        limit = {"name": name, "value": error.value} if name else None
+        return cls(message_id, error.code, error.detail, error.retryable, error.retry_after, limit=limit)
 
 
 Event = Started | Delta | Done | Failed

@@ -13,8 +13,9 @@ import logging
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.utils import timezone
 
-from chat import access, answer_bus, generations, socket_sessions
+from chat import access, answer_bus, generations, recovery, socket_sessions
 from chat.actions import ConversationTranscript
 from chat.completion import BROWSER, CompletionRequest
 from chat.errors import BadFrame, NotFound, NotRunning, PortalError, Unauthenticated
@@ -53,12 +54,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # and the timers that give up on a follow nobody answered.
         self.remote: dict[int, str] = {}
         self.follow_timers: dict[int, asyncio.TimerHandle] = {}
+        self.orphan_checks: dict[int, asyncio.TimerHandle] = {}  # end_orphan()
 
     async def disconnect(self, code):
         # The generations go on without us (they belong to their process); only stop relaying.
         for relay in getattr(self, "relays", ()):
             relay.cancel()
-        for timer in getattr(self, "follow_timers", {}).values():
+        for timer in [*getattr(self, "follow_timers", {}).values(), *getattr(self, "orphan_checks", {}).values()]:
             timer.cancel()
         for owner_channel in set(getattr(self, "remote", {}).values()):
             await answer_bus.unfollow(owner_channel, reply_to=self.channel_name)
@@ -164,6 +166,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_error(NotFound("That answer does not exist or is not yours."), message=message_id)
         elif message.status != Message.Status.STREAMING:
             await self.send_final(message)
+        elif not message.process_channel:
+            # Made by a portal of one process, and not running in this one: that process is gone.
+            await self.end_orphan(message_id, at_once=True)
         elif await answer_bus.follow(message.process_channel, message_id=message_id, user_id=self.user.pk, reply_to=self.channel_name):
             # Another process generates it: it sends the snapshot and the rest (answer_frame below).
             # A repeated resume restarts the forwarding there; only the newest timer counts.
@@ -174,7 +179,27 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 answer_bus.FOLLOW_TIMEOUT, lambda: asyncio.ensure_future(self.answer_gone({"message": message_id}))
             )
         else:
-            await self.send_not_running(message_id)
+            await self.end_orphan(message_id)
+
+    async def end_orphan(self, message_id: int, *, at_once: bool = False):
+        """No process runs this streaming answer: store it as interrupted (chat/recovery.py) and
+        show that. Unless `at_once`, only once its heartbeat has stopped for the cut-off: a process
+        that is merely slow to answer the answer bus may still finish it."""
+        stale_before = timezone.now() if at_once else None
+        await database_sync_to_async(recovery.interrupt_orphans)(stale_before=stale_before, only=message_id)
+        message = await self.stored_answer(message_id)
+        if message is not None and message.status != Message.Status.STREAMING:
+            await self.send_final(message)
+            return
+        await self.send_not_running(message_id)
+        if message is not None and not at_once and message_id not in self.orphan_checks:
+            # Look once more when its heartbeat would be past the cut-off, so this page learns how
+            # it ended without a reload.
+            beat = message.checkpoint_at or message.created_at
+            wait = (beat - timezone.now()).total_seconds() + settings.PORTAL_INTERRUPTED_AFTER_SECONDS + 1
+            self.orphan_checks[message_id] = asyncio.get_running_loop().call_later(
+                max(wait, 1.0), lambda: asyncio.ensure_future(self.end_orphan(message_id, at_once=False))
+            )
 
     async def answer_frame(self, event):
         """A frame of an answer another process generates (answer.frame on the channel layer)."""
@@ -193,11 +218,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if timer is not None:
             timer.cancel()
         self.remote.pop(message_id, None)
-        message = await self.stored_answer(message_id)
-        if message is not None and message.status != Message.Status.STREAMING:
-            await self.send_final(message)
-        else:
-            await self.send_not_running(message_id)
+        await self.end_orphan(message_id)
 
     async def send_final(self, message: Message):
         await self.send_frame(stored_final_frame(message.to_dict()))

@@ -7,7 +7,8 @@
     ├── InvalidRequest            400 the request breaks a rule of chat/validation.py
     ├── NotFound                  404 a conversation or answer that does not exist or is not yours
     ├── NotRunning                409 Stop or follow for an answer no process is generating any more
-    ├── QuotaExceeded             429 a limit of chat/quotas.py is reached; retryable
+    ├── QuotaExceeded             429 a limit of chat/quotas.py is reached; retryable; .limit, .value
+    │                             name it (code budget_exhausted for the monthly budget)
     ├── PortalUnavailable         503 a part of the portal (Redis, the database) cannot be reached
     ├── InternalError             500 a bug or an unexpected failure: "Something went wrong…"
     └── UpstreamError             502 the AI service failed (chat/upstream/errors.py draws its tree)
@@ -69,6 +70,10 @@ class QuotaExceeded(PortalError):
     detail = "You have reached a limit. Please wait a little, then send again."
     retryable = True
     http_status = 429
+
+    def __init__(self, detail: str | None = None, *, limit: str = "", value: int | None = None, retry_after: float | None = None):
+        super().__init__(detail, retry_after=retry_after)
+        self.limit, self.value = limit, value
 
 
 class PortalUnavailable(PortalError):

@@ -2,9 +2,10 @@
 
 Read `ChatExecutor.stream()` top to bottom for the whole governed path:
 
-    reserve quota -> validate (with the history the transcript adds) -> send upstream, and store
-    the question while the model thinks -> stream -> safety filters -> relay deltas -> store the
-    answer + audit entry + usage record (one transaction) -> release quota
+    read the history the transcript adds (trimmed to the newest messages that fit) -> validate ->
+    reserve every limit (one step: chat/quotas.py) -> send upstream, and store the question while
+    the model thinks -> stream -> safety filters -> relay deltas -> store the answer + audit entry
+    + usage record (one transaction) -> settle the limits to the tokens used
 
 Callers differ only in what they pass in: a `CompletionRequest` (chat/completion.py: the person,
 the team, the messages, the model and its parameters, the client kind) and a transcript
@@ -30,7 +31,7 @@ from django.conf import settings
 
 from audit.actions import do_record_completion, do_record_refusal
 from chat import quotas
-from chat.actions import ConversationTranscript, NoTranscript, run_in_thread
+from chat.actions import AnswerAlreadyStored, ConversationTranscript, NoTranscript, run_in_thread
 from chat.completion import (
     CANCELLED,
     COMPLETE,
@@ -49,7 +50,7 @@ from chat.errors import InternalError, NotFound, PortalError, PortalUnavailable
 from chat.filters import SafetyPipeline
 from chat.upstream import errors
 from chat.upstream.genesys import Finish, GenesysClient, TextBatch, get_client
-from chat.validation import estimate_tokens, validate
+from chat.validation import estimate_tokens, trim_history, validate
 
 log = logging.getLogger(__name__)
 
@@ -64,23 +65,20 @@ class ChatExecutor:
         """Run one completion; `transcript` defaults to keeping none (only the audit trail)."""
         transcript = transcript if transcript is not None else NoTranscript()
         request_id = "req-" + uuid.uuid4().hex[:20]
-        try:
-            lease = await quotas.concurrency.reserve(request.user, request.team)
-        except PortalError as exc:
-            log.info("refused %s for user %s: %s", request_id, request.user.pk, exc.code)
-            await _refused(request, request_id, exc)
-            yield Failed.from_error(exc)
-            return
-        except Exception:
-            log.exception("could not reserve a quota lease for %s (Redis down?)", request_id)
-            yield Failed.from_error(PortalUnavailable())
-            return
+        lease = None
         try:
             try:
                 title, messages = await transcript.history(request)
+                left_out = 0
+                if isinstance(transcript, ConversationTranscript):  # the page's long chats keep working
+                    messages, left_out = trim_history(messages)
                 validate(messages, model_id=request.model_id, temperature=request.temperature, max_tokens=request.max_tokens)
+                team_id = getattr(transcript, "team_id", None) or (request.team.pk if request.team is not None else None)
+                need = request.max_tokens + estimate_tokens(sum(len(m["content"]) for m in messages))
+                lease = await quotas.limits.reserve(request.user.pk, team_id, need)
             except PortalError as exc:
-                if not isinstance(exc, NotFound):  # someone else's conversation: nothing of theirs to audit
+                if not isinstance(exc, (NotFound, PortalUnavailable)):  # nothing of theirs to audit
+                    log.info("refused %s for user %s: %s", request_id, request.user.pk, exc.code)
                     await _refused(request, request_id, exc, getattr(transcript, "conversation_id", None))
                 yield Failed.from_error(exc)
                 return
@@ -94,6 +92,7 @@ class ChatExecutor:
                 temperature=request.temperature,
                 max_tokens=request.max_tokens,
                 title=title,
+                left_out=left_out,
             )
             # The question goes upstream first and is stored while the model thinks, so the
             # database write is not part of the time to first token.
@@ -120,16 +119,17 @@ class ChatExecutor:
                 log.exception("could not store the question of %s", request_id)
                 yield Failed.from_error(InternalError("The portal could not save your message. Please try again."))
                 return
-            yield Started(exchange.conversation_id, exchange.message_id, exchange.user_message_id, request_id, exchange.title)
-            async for event in self._generate(exchange, transcript, upstream, first, began):
+            yield Started(exchange.conversation_id, exchange.message_id, exchange.user_message_id, request_id, exchange.title, left_out)
+            async for event in self._generate(exchange, transcript, upstream, first, began, lease):
                 yield event
         finally:
             try:
-                await _uninterruptible(lease.release())
+                if lease is not None:
+                    await _uninterruptible(lease.settle())
             except Exception:  # the lease then expires on its own (quotas.py)
-                log.exception("could not release the quota lease of %s", request_id)
+                log.exception("could not settle the limits of %s", request_id)
 
-    async def _generate(self, exchange: Exchange, transcript: Transcript, upstream, first, started: float) -> AsyncIterator[Event]:
+    async def _generate(self, exchange: Exchange, transcript: Transcript, upstream, first, started: float, lease) -> AsyncIterator[Event]:
         safety = SafetyPipeline(settings.PORTAL_SAFETY_FILTERS)
         relayed: list[str] = []
         raw_chars = 0
@@ -139,6 +139,7 @@ class ChatExecutor:
         cancelled = False
         first_token_at = None
         this_task = asyncio.current_task()
+        heartbeat = asyncio.create_task(_keep_checkpointing(transcript, exchange, relayed)) if exchange.message_id else None
         try:
             async for event in _chain(first, upstream):
                 if this_task is not None and this_task.cancelling():
@@ -173,7 +174,11 @@ class ChatExecutor:
             if current is not None:
                 current.uncancel()
         finally:
+            if heartbeat is not None:
+                heartbeat.cancel()
             await upstream.aclose()
+            if heartbeat is not None:
+                await asyncio.wait([heartbeat])
 
         latency_ms = int((time.monotonic() - started) * 1000)
         outcome = Outcome(
@@ -192,6 +197,8 @@ class ChatExecutor:
         else:
             outcome.input_tokens = estimate_tokens(exchange.input_chars)
             outcome.output_tokens = estimate_tokens(raw_chars)
+        outcome.left_out = exchange.left_out
+        lease.used = outcome.input_tokens + outcome.output_tokens  # the budgets settle to this
         if cancelled:
             outcome.status, outcome.finish_reason = CANCELLED, "cancelled"
         elif failure is not None:
@@ -201,7 +208,11 @@ class ChatExecutor:
             outcome.finish_reason = finish.finish_reason if finish else "stop"
 
         keep_answer = functools.partial(transcript.finish, exchange, outcome)
-        await _uninterruptible(run_in_thread(do_record_completion)(exchange, outcome, also=keep_answer))
+        try:
+            await _uninterruptible(run_in_thread(do_record_completion)(exchange, outcome, also=keep_answer))
+        except AnswerAlreadyStored:
+            log.warning("answer %s was stored as interrupted while it streamed (no heartbeat for %s s)",
+                        exchange.message_id, settings.PORTAL_INTERRUPTED_AFTER_SECONDS)
         yield final_event(exchange.message_id, outcome)
 
 
@@ -213,9 +224,25 @@ async def _refused(request: CompletionRequest, request_id: str, error: PortalErr
             request_id=request_id, user_id=request.user.pk, team_id=request.team.pk if request.team is not None else None,
             model_id=request.model_id, client=request.client, code=error.code, sentence=str(error),
             retry_after=error.retry_after, conversation_id=conversation_id, messages=request.messages,
+            limit=Failed.from_error(error).limit,
         )
     except Exception:
         log.exception("could not audit the refusal of %s", request_id)
+
+
+async def _keep_checkpointing(transcript: Transcript, exchange: Exchange, relayed: list[str]) -> None:
+    """Save the answer's text so far every PORTAL_CHECKPOINT_SECONDS, whether or not text arrives
+    (a model that thinks for a minute is alive): a crash then loses at most that much, and the
+    save is the heartbeat chat/recovery.py reads. A failed save is logged and tried next time."""
+    this_task = asyncio.current_task()
+    while True:
+        await asyncio.sleep(settings.PORTAL_CHECKPOINT_SECONDS)
+        try:
+            await transcript.checkpoint(exchange, "".join(relayed))
+        except Exception:
+            log.warning("could not checkpoint answer %s", exchange.message_id, exc_info=True)
+        if this_task.cancelling():  # a cancel absorbed by the thread hop (asgiref waits for the thread)
+            return
 
 
 async def _chain(first: asyncio.Future, rest: AsyncIterator):

@@ -21,11 +21,14 @@ def frame_for(event) -> dict:
             "user_message": event.user_message_id,
             "request_id": event.request_id,
             "title": event.title,
+            **({"left_out": event.left_out} if event.left_out else {}),
         }
     if isinstance(event, Done):
         return {"type": "done", "message": event.message_id, **event.outcome.to_dict()}
     if isinstance(event, Failed):
         frame = error_frame(event.code, event.detail, event.retryable, message=event.message_id, retry_after=event.retry_after)
+        if event.limit is not None:
+            frame["limit"] = event.limit
         if event.outcome is not None:
             frame = {**event.outcome.to_dict(), **frame}
         return frame

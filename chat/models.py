@@ -65,9 +65,15 @@ class Message(models.Model):
     stats = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # A streaming answer's heartbeat: when its text was last saved (every PORTAL_CHECKPOINT_SECONDS
+    # while it streams). One that stops beating belongs to a process that died (chat/recovery.py).
+    checkpoint_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["created_at", "id"]
+        indexes = [
+            models.Index(fields=["checkpoint_at"], condition=models.Q(status="streaming"), name="chat_streaming_heartbeat"),
+        ]
 
     def __str__(self):
         return f"{self.role}: {self.content[:60]}"
@@ -104,6 +110,7 @@ class Message(models.Model):
             token_source=usage.get("source", Outcome.token_source),
             latency_ms=stats.get("latency_ms", 0),
             ttft_ms=stats.get("ttft_ms"),
+            left_out=stats.get("left_out", 0),
         )
 
     def to_dict(self) -> dict:

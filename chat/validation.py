@@ -73,8 +73,43 @@ def validate(messages: list[dict], *, model_id, temperature, max_tokens, limits:
             f"The message is {len(last):,} characters long; the limit is {limits.max_message_chars:,}. Shorten it and send again."
         )
     estimated = estimate_tokens(total_chars)
+    if estimate_tokens(len(last)) > limits.max_history_tokens:
+        raise InvalidRequest(
+            f"The message is about {estimated:,} tokens long; the limit is {limits.max_history_tokens:,}. "
+            "Shorten it and send again."
+        )
     if estimated > limits.max_history_tokens:
         raise InvalidRequest(
             f"This conversation is too long for the model (about {estimated:,} tokens; the limit is "
             f"{limits.max_history_tokens:,}). Start a new chat, or shorten the message."
         )
+
+
+def trim_history(messages: list[dict], *, limits: Limits | None = None) -> tuple[list[dict], int]:
+    """The messages to send when a conversation has grown over the history limit: its system
+    messages and the newest messages that fit, the new question always. Returns them and how many
+    earlier messages were left out (the person is told). When even the system messages and the
+    question do not fit, nothing is left out here: validate() then refuses with the numbers."""
+    limits = limits or Limits.from_settings()
+    budget = limits.max_history_tokens
+    if not messages or estimate_tokens(sum(_chars(m) for m in messages)) <= budget:
+        return messages, 0
+    kept_chars = sum(_chars(m) for m in messages if m.get("role") == "system") + _chars(messages[-1])
+    keep = {len(messages) - 1}
+    for index in range(len(messages) - 2, -1, -1):
+        if messages[index].get("role") == "system":
+            continue
+        size = _chars(messages[index])
+        if estimate_tokens(kept_chars + size) > budget:
+            break
+        kept_chars += size
+        keep.add(index)
+    trimmed = [m for i, m in enumerate(messages) if i in keep or m.get("role") == "system"]
+    if estimate_tokens(kept_chars) > budget:
+        return messages, 0
+    return trimmed, len(messages) - len(trimmed)
+
+
+def _chars(message: dict) -> int:
+    content = message.get("content")
+    return len(content) if isinstance(content, str) else 0

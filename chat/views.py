@@ -19,6 +19,8 @@ from django.utils import timezone
 from django.views import View
 from django.views.generic import TemplateView
 
+from audit.actions import do_record_event
+from audit.models import Action
 from chat import access
 from chat.models import Message
 from gateway_portal.models import choose_team, current_team, teams_of
@@ -128,14 +130,23 @@ class ChatView(LoginRequiredMixin, TemplateView):
 
 class ShareView(LoginRequiredMixin, View):
     """POST /c/<pk>/share/ with shared=1 or 0: the owner shares a conversation with its team
-    (read-only for teammates) or stops sharing it, which takes effect at once."""
+    (read-only for teammates) or stops sharing it, which takes effect at once. Each change is
+    audited (conversation.shared / unshared) in the same transaction; asking for the state it
+    already has changes nothing and records nothing."""
 
     def post(self, request, pk):
-        conversation = access.own_conversations(request.user).filter(pk=pk).first()
+        conversation = access.own_conversations(request.user).select_related("team").filter(pk=pk).first()
         if conversation is None:
             raise Http404
-        conversation.shared = request.POST.get("shared") == "1"
-        conversation.save(update_fields=["shared"])
+        shared = request.POST.get("shared") == "1"
+        if shared != conversation.shared:
+            conversation.shared = shared
+            do_record_event(
+                Action.CONVERSATION_SHARED if shared else Action.CONVERSATION_UNSHARED,
+                actor=request.user, team=conversation.team_id, target=f"conversation:{conversation.pk}",
+                conversation_id=conversation.pk,
+                also=lambda now: conversation.save(update_fields=["shared"]),
+            )
         if conversation.shared:
             flash.success(request, f"Shared with {conversation.team.name}: its members can read it, not write in it.")
         else:

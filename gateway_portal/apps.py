@@ -5,4 +5,6 @@ class GatewayPortalConfig(AppConfig):
     name = "gateway_portal"
 
     def ready(self):
-        from gateway_portal import checks  # noqa: F401  registers the settings checks
+        from gateway_portal import auth_audit, checks  # noqa: F401  checks registers the settings checks
+
+        auth_audit.connect()

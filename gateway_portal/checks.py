@@ -54,7 +54,13 @@ def portal_settings(app_configs=None, **kwargs):
     errors += _number_from("PORTAL_DEFAULT_MAX_TOKENS", 1, high=max(1, settings.PORTAL_MAX_TOKENS_LIMIT), id="portal.E006")
     errors += _number_from("PORTAL_MAX_HISTORY_TOKENS", 1, id="portal.E007")
     errors += _number_from("PORTAL_MAX_MESSAGE_CHARS", 1, id="portal.E008")
-    errors += _number_from("PORTAL_MAX_CONCURRENT_PER_USER", 1, id="portal.E009")
+    errors += _number_from("PORTAL_MAX_CONCURRENT_PER_USER", 0, id="portal.E009")  # 0: no limit
+    for number, setting in enumerate(("PORTAL_MAX_CONCURRENT_PER_TEAM", "PORTAL_MAX_CONCURRENT_TOTAL",
+                                      "PORTAL_REQUESTS_PER_MINUTE_PER_USER", "PORTAL_TOKENS_PER_MINUTE_PER_TEAM",
+                                      "PORTAL_TOKENS_PER_MONTH_PER_TEAM")):
+        errors += _number_from(setting, 0, id=f"portal.E05{number}")
+    if not settings.PORTAL_LEASE_SECONDS >= 1:
+        errors.append(_error("PORTAL_LEASE_SECONDS", settings.PORTAL_LEASE_SECONDS, "a number of seconds of at least 1", "portal.E055"))
     errors += _number_from("PORTAL_RELAY_INTERVAL_MS", 0, whole=False, id="portal.E010")
     errors += _number_from("PORTAL_WORKERS", 1, id="portal.E011")
     errors += _number_from("UPSTREAM_MAX_ATTEMPTS", 1, id="portal.E012")

@@ -3,8 +3,8 @@
 A person belongs to one or more teams and chats on behalf of one; every conversation, message,
 audit entry and usage record carries the team it was made for. Within a team a person is a member
 or the team's admin (who manages its members and, later, its limits). Two roles are global, not
-per team: the compliance officer (staff with the view permissions of the compliance records,
-audit.view_auditentry: reads everything, changes nothing) and the superuser.
+per team: the compliance officer (staff in the "Compliance officers" group, which holds the view
+permissions of the compliance records: reads everything, changes nothing) and the superuser.
 chat/access.py turns these into querysets.
 """
 
@@ -17,6 +17,26 @@ from django.dispatch import receiver
 from django.utils import timezone
 
 DEFAULT_TEAM_SLUG = "everyone"
+
+# The compliance officers' group (made by migration 0003) and what its members may view in the
+# admin. Nothing to add, change or delete: an officer reads the record, never alters it.
+COMPLIANCE_OFFICERS = "Compliance officers"
+OFFICER_PERMISSIONS = (
+    "audit.view_auditentry", "audit.view_usagerecord", "chat.view_conversation", "chat.view_message",
+)
+
+
+def compliance_officers():
+    """The officers' group with its view permissions (the migration makes it; this brings it back
+    after a test's flush, as Team.default() does for the default team)."""
+    from django.contrib.auth.models import Group, Permission
+
+    group, created = Group.objects.get_or_create(name=COMPLIANCE_OFFICERS)
+    if created:
+        for label in OFFICER_PERMISSIONS:
+            app_label, codename = label.split(".")
+            group.permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    return group
 
 
 class Team(models.Model):
@@ -86,3 +106,19 @@ def _join_the_default_team(sender, instance, created, raw=False, **kwargs):
     is the team admin's business."""
     if created and not raw and not Membership.objects.filter(user=instance).exists():
         Membership.objects.create(team=Team.default(), user=instance)
+
+
+class TeamLimits(models.Model):
+    """A team's own limits (chat/quotas.py), set by its admin on the team's limits page. Blank
+    follows the portal's default (PORTAL_... settings); 0 is no limit."""
+
+    team = models.OneToOneField(Team, on_delete=models.CASCADE, primary_key=True, related_name="limits")
+    concurrent_per_person = models.PositiveIntegerField(null=True, blank=True)
+    concurrent_per_team = models.PositiveIntegerField(null=True, blank=True)
+    requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_month = models.PositiveBigIntegerField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"limits of {self.team}"

@@ -233,8 +233,24 @@ PORTAL_MAX_TOKENS_LIMIT = env.int("PORTAL_MAX_TOKENS_LIMIT", default=4096)
 PORTAL_MAX_HISTORY_TOKENS = env.int("PORTAL_MAX_HISTORY_TOKENS", default=8000)
 PORTAL_MAX_MESSAGE_CHARS = env.int("PORTAL_MAX_MESSAGE_CHARS", default=32000)
 PORTAL_MAX_CONCURRENT_PER_USER = env.int("PORTAL_MAX_CONCURRENT_PER_USER", default=10)
+# The other limits of chat/quotas.py (0 = no limit); a team admin may set the team's own.
+PORTAL_MAX_CONCURRENT_PER_TEAM = env.int("PORTAL_MAX_CONCURRENT_PER_TEAM", default=0)
+PORTAL_MAX_CONCURRENT_TOTAL = env.int("PORTAL_MAX_CONCURRENT_TOTAL", default=0)
+PORTAL_REQUESTS_PER_MINUTE_PER_USER = env.int("PORTAL_REQUESTS_PER_MINUTE_PER_USER", default=0)
+PORTAL_TOKENS_PER_MINUTE_PER_TEAM = env.int("PORTAL_TOKENS_PER_MINUTE_PER_TEAM", default=0)
+PORTAL_TOKENS_PER_MONTH_PER_TEAM = env.int("PORTAL_TOKENS_PER_MONTH_PER_TEAM", default=0)
+# How long a dead process's slots and reserved tokens stay taken (renewed while an answer runs).
+PORTAL_LEASE_SECONDS = env.float("PORTAL_LEASE_SECONDS", default=120.0)
 # Deltas of one answer are sent at most this often (merged); the first is never delayed.
 PORTAL_RELAY_INTERVAL_MS = env.float("PORTAL_RELAY_INTERVAL_MS", default=50.0)
+# A streaming answer's text is saved this often (one UPDATE, never per chunk), so a process that
+# dies loses at most this much; it is also the answer's heartbeat (chat/recovery.py).
+PORTAL_CHECKPOINT_SECONDS = env.float("PORTAL_CHECKPOINT_SECONDS", default=5.0)
+# An answer whose heartbeat is older than this is taken for one whose process died: it is stored
+# as "interrupted" (at a reload, by runportal at start, by a job every minute).
+PORTAL_INTERRUPTED_AFTER_SECONDS = env.float("PORTAL_INTERRUPTED_AFTER_SECONDS", default=30.0)
+# Where audit chain checkpoints are appended as JSON lines, besides the log (audit/checkpoints.py).
+PORTAL_AUDIT_CHECKPOINT_FILE = env.str("PORTAL_AUDIT_CHECKPOINT_FILE", default="")
 # Server processes `runportal` starts on its port; more than one needs REDIS_URL (chat/answer_bus.py).
 PORTAL_WORKERS = env.int("PORTAL_WORKERS", default=1)
 # Safety filters applied to every completion, in order; "list_markers" is opt-in (it breaks markdown).

@@ -91,6 +91,11 @@ def charlie(django_user_model):
 
 
 @pytest.fixture
+def tess(django_user_model):
+    return make_person("tess", team="Red", role="admin")
+
+
+@pytest.fixture
 def olivia(django_user_model):
     return make_person("olivia", officer=True)
 

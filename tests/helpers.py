@@ -6,8 +6,9 @@ tests/conftest.py:
     alice    the owner, in team Red: her conversations, answers and audit entries are under test
     bob      a teammate, in team Red: sees nothing of alice's unless she shares it with Red
     charlie  an outsider, in team Blue: never sees anything of alice's
-    olivia   a compliance officer (in the default team): staff who may read the audit trail and
-             transcripts in the admin, and change nothing
+    olivia   a compliance officer (in the default team): staff in the "Compliance officers"
+             group, who may read the audit trail and transcripts in the admin, and change nothing
+    tess     (tests of the team page) Red's team admin
 
 Tests import from here, never from conftest.py.
 """
@@ -25,12 +26,10 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from gateway_portal.child_processes import CAPTURE, ChildProcess, LinePrinted, NotReady, free_port
+from gateway_portal.models import OFFICER_PERMISSIONS  # noqa: F401  what the officers' group may view
 
 PROJECT = Path(__file__).resolve().parents[1]
 ARTIFACTS = PROJECT / "test-artifacts"  # the browser tests' screenshots
-
-# What a compliance officer may read (view permissions only).
-OFFICER_PERMISSIONS = ("audit.view_auditentry", "audit.view_usagerecord", "chat.view_conversation", "chat.view_message")
 
 
 def team_named(name: str):
@@ -39,21 +38,19 @@ def team_named(name: str):
     return Team.objects.get_or_create(slug=name.lower(), defaults={"name": name})[0]
 
 
-def make_person(name: str, *, team: str | None = None, officer: bool = False):
-    """A person with a password of `<name>-password-1`; in `team` only (else the default team)."""
+def make_person(name: str, *, team: str | None = None, officer: bool = False, role: str = "member"):
+    """A person with a password of `<name>-password-1`; in `team` only (else the default team),
+    with `role` there ("member" or "admin"); an officer is staff in the officers' group."""
     from django.contrib.auth import get_user_model
-    from django.contrib.auth.models import Permission
 
-    from gateway_portal.models import Membership
+    from gateway_portal.models import Membership, compliance_officers
 
     person = get_user_model().objects.create_user(name, password=f"{name}-password-1", is_staff=officer)
     if team is not None:
         Membership.objects.filter(user=person).delete()
-        Membership.objects.create(user=person, team=team_named(team))
+        Membership.objects.create(user=person, team=team_named(team), role=role)
     if officer:
-        for label in OFFICER_PERMISSIONS:
-            app_label, codename = label.split(".")
-            person.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+        person.groups.add(compliance_officers())
     return person
 
 

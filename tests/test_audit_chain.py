@@ -121,3 +121,57 @@ def test_events_beside_completions_join_the_chain_and_their_target_is_sealed(ali
         cursor.execute("ALTER TABLE audit_auditentry ENABLE TRIGGER audit_entries_are_append_only")
     with pytest.raises(CommandError, match="broken at entry 1"):
         verify()
+
+
+def test_checkpoints_published_outside_the_database_catch_a_trail_rewritten_whole(alice, settings, tmp_path, caplog):
+    from io import StringIO
+
+    from audit import chain
+    from audit.actions import do_record_event
+    from audit.models import Action
+
+    settings.PORTAL_AUDIT_CHECKPOINT_FILE = str(tmp_path / "checkpoints.jsonl")
+    for n in range(3):
+        do_record_event(Action.LOGIN, actor=alice, details={"n": n})
+    printed = StringIO()
+    with caplog.at_level("INFO", logger="audit.checkpoint"):
+        call_command("audit_checkpoint", stdout=printed)
+    line = printed.getvalue().strip()
+    head = AuditEntry.objects.get(seq=3)
+    assert line.startswith('{"seq":3,"hash":"%s"' % head.hash)
+    assert (tmp_path / "checkpoints.jsonl").read_text().strip() == line
+    assert line in caplog.text  # the log line, which log shipping carries off the machine
+    do_record_event(Action.LOGOUT, actor=alice)  # the trail goes on after the checkpoint
+
+    out = StringIO()
+    call_command("verify_audit", "--checkpoints", settings.PORTAL_AUDIT_CHECKPOINT_FILE, stdout=out)
+    assert "matches all 1 checkpoint(s)" in out.getvalue()
+
+    # Someone with the table owner's rights rewrites entry 2 and re-seals every entry after it:
+    # the chain alone is consistent again, the published checkpoint is not.
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE audit_auditentry DISABLE TRIGGER audit_entries_are_append_only")
+        cursor.execute("""UPDATE audit_auditentry SET details = '{"n": 99}' WHERE seq = 2""")
+        prev = AuditEntry.objects.get(seq=1).hash
+        for row in AuditEntry.objects.filter(seq__gte=2).order_by("seq").values(*chain.SEALED, "target"):
+            prev_hash, prev = prev, chain.seal(prev, row)
+            cursor.execute("UPDATE audit_auditentry SET prev_hash = %s, hash = %s WHERE seq = %s", [prev_hash, prev, row["seq"]])
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the deferred foreign-key checks, before ALTER
+        cursor.execute("ALTER TABLE audit_auditentry ENABLE TRIGGER audit_entries_are_append_only")
+    assert "intact" in verify()
+    with pytest.raises(CommandError, match="does not match checkpoint 3: .* rewritten since the checkpoint"):
+        call_command("verify_audit", "--checkpoints", settings.PORTAL_AUDIT_CHECKPOINT_FILE)
+
+
+def test_verify_audit_says_what_is_wrong_with_a_checkpoint_file(tmp_path, alice):
+    from audit.actions import do_record_event
+    from audit.models import Action
+
+    do_record_event(Action.LOGIN, actor=alice)
+    missing = tmp_path / "nope.jsonl"
+    with pytest.raises(CommandError, match="Cannot read"):
+        call_command("verify_audit", "--checkpoints", str(missing))
+    beyond = tmp_path / "beyond.jsonl"
+    beyond.write_text('2026-12-02 INFO audit.checkpoint {"seq":7,"hash":"ab","at":"x"}\n')
+    with pytest.raises(CommandError, match="Checkpoint 7 is past the end of the audit trail"):
+        call_command("verify_audit", "--checkpoints", str(beyond))

@@ -1,7 +1,7 @@
 """Who gets in where: every page, admin view and socket action against the cast.
 
 alice owns the conversations; bob is her teammate (team Red), charlie an outsider (team Blue),
-olivia a compliance officer (tests/helpers.py). Someone else's object answers 404 (or, over the
+tess Red's team admin, olivia a compliance officer (tests/helpers.py). Someone else's object answers 404 (or, over the
 socket, "not_found" / "not_running"), never a hint that it exists; anonymous visitors are sent to
 the log-in page.
 """
@@ -21,15 +21,24 @@ ADMIN_LOGIN = "admin login"  # redirected to the admin's log-in page
 
 # (what, {who: expected}); "{private}", "{shared}", "{audit}" are filled in with alice's ids.
 PAGES = [
-    ("GET /", {"alice": 200, "bob": 200, "charlie": 200, "olivia": 200, None: LOGIN}),
-    ("GET /c/{private}/", {"alice": 200, "bob": 404, "charlie": 404, "olivia": 404, None: LOGIN}),
-    ("GET /c/{shared}/", {"alice": 200, "bob": 200, "charlie": 404, "olivia": 404, None: LOGIN}),
-    ("POST /c/{private}/share/", {"alice": 302, "bob": 404, "charlie": 404, "olivia": 404, None: LOGIN}),
-    ("POST /c/{shared}/share/", {"alice": 302, "bob": 404, "charlie": 404, "olivia": 404, None: LOGIN}),
-    ("GET /admin/chat/conversation/{private}/change/", {"alice": ADMIN_LOGIN, "bob": ADMIN_LOGIN, "charlie": ADMIN_LOGIN, "olivia": 200, None: ADMIN_LOGIN}),
-    ("GET /admin/audit/auditentry/", {"alice": ADMIN_LOGIN, "bob": ADMIN_LOGIN, "charlie": ADMIN_LOGIN, "olivia": 200, None: ADMIN_LOGIN}),
-    ("GET /admin/audit/auditentry/{audit}/change/", {"alice": ADMIN_LOGIN, "bob": ADMIN_LOGIN, "charlie": ADMIN_LOGIN, "olivia": 200, None: ADMIN_LOGIN}),
-    ("POST /admin/audit/auditentry/{audit}/delete/", {"alice": ADMIN_LOGIN, "bob": ADMIN_LOGIN, "charlie": ADMIN_LOGIN, "olivia": 403, None: ADMIN_LOGIN}),
+    ("GET /", {"alice": 200, "bob": 200, "tess": 200, "charlie": 200, "olivia": 200, None: LOGIN}),
+    ("GET /c/{private}/", {"alice": 200, "bob": 404, "tess": 404, "charlie": 404, "olivia": 404, None: LOGIN}),
+    ("GET /c/{shared}/", {"alice": 200, "bob": 200, "tess": 200, "charlie": 404, "olivia": 404, None: LOGIN}),
+    ("POST /c/{private}/share/", {"alice": 302, "bob": 404, "tess": 404, "charlie": 404, "olivia": 404, None: LOGIN}),
+    ("POST /c/{shared}/share/", {"alice": 302, "bob": 404, "tess": 404, "charlie": 404, "olivia": 404, None: LOGIN}),
+    ("GET /admin/chat/conversation/{private}/change/", {"alice": ADMIN_LOGIN, "bob": ADMIN_LOGIN, "tess": ADMIN_LOGIN, "charlie": ADMIN_LOGIN, "olivia": 200, None: ADMIN_LOGIN}),
+    ("GET /admin/audit/auditentry/", {"alice": ADMIN_LOGIN, "bob": ADMIN_LOGIN, "tess": ADMIN_LOGIN, "charlie": ADMIN_LOGIN, "olivia": 200, None: ADMIN_LOGIN}),
+    ("GET /admin/audit/auditentry/{audit}/change/", {"alice": ADMIN_LOGIN, "bob": ADMIN_LOGIN, "tess": ADMIN_LOGIN, "charlie": ADMIN_LOGIN, "olivia": 200, None: ADMIN_LOGIN}),
+    ("POST /admin/audit/auditentry/{audit}/delete/", {"alice": ADMIN_LOGIN, "bob": ADMIN_LOGIN, "tess": ADMIN_LOGIN, "charlie": ADMIN_LOGIN, "olivia": 403, None: ADMIN_LOGIN}),
+    # The team pages (gateway_portal/team_pages.py): members see their team, its team admin changes it.
+    ("GET /teams/", {"alice": 200, "bob": 200, "tess": 200, "charlie": 200, "olivia": 200, None: LOGIN}),
+    ("GET /teams/red/", {"alice": 200, "bob": 200, "tess": 200, "charlie": 404, "olivia": 200, None: LOGIN}),
+    ("GET /teams/blue/", {"alice": 404, "bob": 404, "tess": 404, "charlie": 200, "olivia": 200, None: LOGIN}),
+    ("POST /teams/red/members/", {"alice": 403, "bob": 403, "tess": 302, "charlie": 404, "olivia": 403, None: LOGIN}),
+    ("POST /teams/red/members/bob/role/", {"alice": 403, "bob": 403, "tess": 302, "charlie": 404, "olivia": 403, None: LOGIN}),
+    ("POST /teams/red/members/bob/remove/", {"alice": 403, "bob": 403, "tess": 302, "charlie": 404, "olivia": 403, None: LOGIN}),
+    ("POST /teams/blue/members/charlie/remove/", {"alice": 404, "bob": 404, "tess": 404, "charlie": 403, "olivia": 403, None: LOGIN}),
+    ("GET /admin/auth/user/", {"alice": ADMIN_LOGIN, "bob": ADMIN_LOGIN, "tess": ADMIN_LOGIN, "charlie": ADMIN_LOGIN, "olivia": 403, None: ADMIN_LOGIN}),
 ]
 
 # Socket actions on alice's private conversation and its answer: what each person gets back.
@@ -54,6 +63,10 @@ async def alices_things(alice, open_socket):
     return ids
 
 
+# What each kind of POST sends (by the path's last part); the rest send {"post": "yes"}.
+FORMS = {"share": {"shared": "1"}, "members": {"username": "olivia", "role": "member"}, "role": {"role": "member"}}
+
+
 def outcome(response) -> object:
     if response.status_code == 302:
         location = response.headers["Location"]
@@ -65,8 +78,8 @@ def outcome(response) -> object:
 
 
 @pytest.mark.parametrize("what, expected", PAGES, ids=[what for what, _ in PAGES])
-async def test_pages_and_admin_views(what, expected, alices_things, alice, bob, charlie, olivia):
-    people = {"alice": alice, "bob": bob, "charlie": charlie, "olivia": olivia, None: None}
+async def test_pages_and_admin_views(what, expected, alices_things, alice, bob, tess, charlie, olivia):
+    people = {"alice": alice, "bob": bob, "tess": tess, "charlie": charlie, "olivia": olivia, None: None}
     method, path = what.split(" ", 1)
     path = path.format(**alices_things)
     seen = {}
@@ -74,7 +87,7 @@ async def test_pages_and_admin_views(what, expected, alices_things, alice, bob, 
         client = Client()
         if person is not None:
             await sync_to_async(client.force_login)(person)
-        data = {"shared": "1"} if path.endswith("/share/") else {"post": "yes"}
+        data = FORMS.get(path.rsplit("/", 2)[-2], {"post": "yes"})
         call = client.get if method == "GET" else (lambda url: client.post(url, data))
         seen[who] = outcome(await sync_to_async(call)(path))
     assert seen == expected

@@ -137,10 +137,7 @@ async def test_a_conversation_too_long_for_the_model_is_refused_before_the_upstr
     await socket.send(**send_frame("y" * 404))
     error = await socket.receive()
     assert error["code"] == "invalid_request"
-    assert error["detail"] == (
-        "This conversation is too long for the model (about 101 tokens; the limit is 100). "
-        "Start a new chat, or shorten the message."
-    )
+    assert error["detail"] == "The message is about 101 tokens long; the limit is 100. Shorten it and send again."
 
 
 async def test_the_concurrency_quota_refuses_one_more_answer_with_a_reason(alice, open_socket, settings):

@@ -18,7 +18,7 @@ def test_it_says_where_to_go_first_and_the_admin_can_log_in(portal):
     assert first_line == f"Starting Gateway Portal at {portal.url} …"
     assert f"Gateway Portal is running at {portal.url}" in portal.output
     assert "the bundled emulator at http://127.0.0.1:" in portal.output
-    with httpx.Client(base_url=portal.url) as client:
+    with httpx.Client(base_url=portal.url, timeout=30) as client:  # a password check is slow on a busy machine
         login = client.get("/accounts/login/")
         response = client.post(
             "/accounts/login/",

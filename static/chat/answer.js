@@ -21,9 +21,11 @@
 
   var ERROR_TITLES = {
     quota_exceeded: "Usage limit reached",
+    budget_exhausted: "Your team's monthly budget is used up",
     rate_limited: "The AI service is busy",
     upstream_unavailable: "The AI service is unavailable",
     upstream_interrupted: "The answer was interrupted",
+    interrupted: "The portal stopped while answering",
     upstream_rejected: "The AI service refused this request",
     upstream_timeout: "The AI service took too long",
     invalid_request: "This message could not be sent",
@@ -94,6 +96,10 @@
       var note = document.createElement("p");
       note.className = "msg-note";
       note.hidden = true;
+      var omitted = document.createElement("p");
+      omitted.className = "msg-note msg-left-out";
+      omitted.hidden = true;
+      art.appendChild(omitted);
       var meta = document.createElement("div");
       meta.className = "msg-meta meta";
       meta.hidden = true;
@@ -105,6 +111,7 @@
       this.el = art;
       this.body = body;
       this.noteEl = note;
+      this.leftOutEl = omitted;
       this.meta = meta;
       this.text = init.content || "";
       this.status = init.status || "streaming";
@@ -224,6 +231,15 @@
       if (facts.usage) this.usage = facts.usage;
       this.ttftMs = facts.ttft_ms == null ? null : facts.ttft_ms;
       this.latencyMs = facts.latency_ms == null ? null : facts.latency_ms;
+      if (facts.left_out) this.leftOut(facts.left_out);
+    };
+
+    // The line above an answer of a long conversation: what the model was not sent.
+    Answer.prototype.leftOut = function (n) {
+      n = Number(n) || 0;
+      this.leftOutEl.textContent = n ? "The " + fmtInt(n) + " earliest message" + (n > 1 ? "s" : "") +
+        " of this conversation " + (n > 1 ? "were" : "was") + " left out: with them it is longer than the model accepts." : "";
+      this.leftOutEl.hidden = !n;
     };
 
     Answer.prototype.hasTokens = function () {
@@ -336,13 +352,54 @@
         });
         actions.appendChild(btn);
       }
+      if (opts.continueAnswer) {
+        // The answer has text worth keeping: ask the model to go on from it rather than repeat it.
+        var more = document.createElement("button");
+        more.type = "button";
+        more.className = "btn btn-small btn-primary retry-btn continue-btn";
+        more.textContent = "Continue";
+        more.title = "Ask the model to go on from where this answer stopped";
+        more.addEventListener("click", function () { opts.continueAnswer(); });
+        actions.appendChild(more);
+      }
       if (actions.childNodes.length) card.appendChild(actions);
       var anchor = opts.after;
       if (anchor && anchor.isConnected) anchor.appendChild(card);
       else list.appendChild(card);
+      if (Number(opts.retryAfter) > 0) {
+        var wait = document.createElement("p");
+        wait.className = "error-wait";
+        wait.setAttribute("aria-live", "off");
+        card.insertBefore(wait, detail.nextSibling);
+        sendAgainCountdown(wait, Number(opts.retryAfter));
+      }
       if (btn && Number(opts.retryAfter) > 0) startCountdown(btn, Number(opts.retryAfter));
       options.changed(true);
       return card;
+    }
+
+    function fmtWait(s) {
+      if (s < 120) return s + " s";
+      if (s < 7200) return Math.round(s / 60) + " min";
+      if (s < 172800) return Math.round(s / 3600) + " h";
+      return Math.round(s / 86400) + " days";
+    }
+
+    // "You can send again in 12 s" under a refusal, counting down to "You can send again now."
+    function sendAgainCountdown(line, wait) {
+      var until = Date.now() + wait * 1000;
+      var timer = 0;
+      function tick() {
+        var left = Math.ceil((until - Date.now()) / 1000);
+        if (left <= 0 || !line.isConnected) {
+          line.textContent = "You can send again now.";
+          clearInterval(timer);
+          return;
+        }
+        line.textContent = "You can send again in " + fmtWait(left) + ".";
+      }
+      timer = setInterval(tick, 1000);
+      tick();
     }
 
     // "Retry in 20 s", counting down; the button works once the wait is over.

@@ -191,6 +191,15 @@
     composer.focus();
   }
 
+  // After an answer broke off with text already shown: a new turn that asks the model to go on
+  // from it (the partial answer is in the history it reads), so nothing shown is sent twice.
+  var CONTINUE_PROMPT = "Please continue your previous answer exactly where it stopped, without repeating what you already wrote.";
+  function continueLast() {
+    if (busy()) return;
+    send(CONTINUE_PROMPT);
+    composer.focus();
+  }
+
   // The question never got an answer started: it goes back into the composer.
   function failPending() {
     if (!pending) return;
@@ -325,6 +334,7 @@
     if (f.title) document.title = f.title + " · Gateway Portal";
     var m = answers.answer({ id: f.message, status: "streaming", seq: 0, model: p.frame.model });
     m.requestId = f.request_id || "";
+    if (f.left_out) m.leftOut(f.left_out);
     active = m;
     m.draw();
     if (p.stopRequested) {
@@ -389,7 +399,7 @@
         if (active === nm) active = null;
         nm.status = "detached";
         nm.draw();
-        nm.note("This answer had already finished. Reload to see all of it.");
+        nm.note("This answer is no longer being written here. Reload to see how it ended.");
         composer.update();
       }
       return;
@@ -437,6 +447,7 @@
     answers.errorCard({
       code: code, detail: f.detail, after: m ? m.el : null,
       retry: f.retryable ? retryLast : null, retryAfter: f.retry_after,
+      continueAnswer: f.retryable && m && m.text ? continueLast : null,
     });
     composer.update();
   }
@@ -518,6 +529,7 @@
       answers.errorCard({
         code: msg.code, detail: msg.detail, after: m.el,
         retry: isLast && msg.retryable ? retryLast : null,
+        continueAnswer: isLast && msg.retryable && msg.content ? continueLast : null,
       });
     } else {
       m.drawMeta();

@@ -31,6 +31,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 
 from gateway_portal import db_pool, embedded_db
 from gateway_portal.child_processes import ChildProcess, NotReady, PipeWritten, stop_together
@@ -84,6 +85,7 @@ class Command(BaseCommand):
         try:
             self.say_database()
             call_command("migrate", interactive=False, verbosity=0)
+            self.end_orphaned_answers()
             emulator = self.start_upstream(emulator_port, emulator_url)
             login = "" if no_admin else self.ensure_admin()
             self.size_connection_pools(workers)
@@ -154,6 +156,16 @@ class Command(BaseCommand):
             f"Upstream: the bundled emulator at {emulator.url} (no GENESYS_CLIENT_ID/GENESYS_CLIENT_SECRET set)."
         )
         return emulator
+
+    def end_orphaned_answers(self):
+        """Answers left "streaming" by a portal that was killed are stored as interrupted
+        (chat/recovery.py). Without Redis this is the only portal on the database, so all of them;
+        with it, other machines may be streaming, so only those whose heartbeat stopped."""
+        from chat import recovery
+
+        stale_before = None if settings.REDIS_URL else timezone.now()
+        if count := recovery.interrupt_orphans(stale_before=stale_before):
+            self.stdout.write(f"Answers interrupted when the portal last stopped: {count}, now marked so (with their text so far).")
 
     def start_job_workers(self, count) -> _JobWorkers | None:
         if not count:
