@@ -119,6 +119,13 @@ def do_record_completion(exchange: Exchange, outcome: Outcome, *, also: Callable
     return _append(lambda audit_id, now: completion_rows(exchange, outcome, audit_id=audit_id, when=now), also=also, notify=True)
 
 
+def _storable(text: str, limit: int) -> str:
+    """`text` as PostgreSQL can keep it in a column of `limit` characters: no NUL, no lone
+    surrogate (each becomes U+FFFD), cut to the limit."""
+    text = str(text).encode("utf-8", "surrogatepass").decode("utf-8", "replace").replace("\x00", "\ufffd")
+    return text[:limit]
+
+
 def do_record_refusal(
     *, request_id: str, user_id: int, team_id: int | None, model_id: str, client: str, code: str, sentence: str,
     retry_after: float | None = None, conversation_id: int | None = None, messages: list[dict] | None = None,
@@ -128,6 +135,9 @@ def do_record_refusal(
     the sentence the person was shown) and a usage record with no tokens, so analytics count it.
     A refusal by a limit is a webhook event (completion.refused); an invalid request is not."""
     by_limit = code in LIMIT_CODES
+    # What was refused may be anything a client sent (a model name with NUL or a lone surrogate,
+    # ten thousand characters long): the entry keeps a storable copy rather than failing.
+    model_id, sentence = _storable(model_id, 100), _storable(sentence, 2000)
     details = {"client": client, "reason": sentence}
     if retry_after is not None:
         details["retry_after"] = retry_after

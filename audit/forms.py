@@ -1,5 +1,6 @@
 """The analytics pages' filters, read from the query string (the page, its CSV links and the chart
-links all carry the same ones): a preset or custom range, hour or day buckets, person, model."""
+links all carry the same ones): a preset or custom range, hour or day buckets, person, team (its
+slug), model."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ class UsageFilters(forms.Form):
     end = forms.DateField(label="To", required=False, widget=forms.DateInput(attrs={"type": "date"}))
     group = forms.ChoiceField(label="Group by", choices=[("", "Auto"), (HOUR, "Hour"), (DAY, "Day")], required=False)
     person = forms.CharField(label="Person", max_length=150, required=False)
+    team = forms.SlugField(label="Team", max_length=50, required=False)
     model = forms.ChoiceField(label="Model", required=False)
 
     def __init__(self, data=None, **kwargs):

@@ -3,6 +3,7 @@ from __future__ import annotations
 import secrets
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import IntegrityError, models, transaction
 
 COMPLIANCE_TAG = "GENESYS_AI_GATEWAY_V2"
@@ -138,6 +139,14 @@ class UsageRecord(models.Model):
             models.Index(
                 fields=["user", "-timestamp"], name="usage_user_time_analytics",
                 include=["status", "model_id", "token_source", "latency_ms", "ttft_ms",
+                         "input_tokens", "output_tokens", "tokens_per_second"],
+            ),
+            # Everyone's records of a few hours (the part of a range not rolled up yet,
+            # audit/rollups.py) from this index alone: records of one hour are not together in
+            # the table when they were imported out of order.
+            models.Index(
+                fields=["timestamp"], name="usage_time_analytics",
+                include=["user", "team", "status", "model_id", "token_source", "latency_ms", "ttft_ms",
                          "input_tokens", "output_tokens", "tokens_per_second"],
             ),
         ]
@@ -279,3 +288,60 @@ class WebhookAttempt(models.Model):
     @property
     def succeeded(self) -> bool:
         return self.status_code is not None and 200 <= self.status_code < 300
+
+
+# --- Usage roll-ups: a day's usage records summed, for the analytics at scale (audit/rollups.py) --
+
+
+class RollupFigures(models.Model):
+    """What a group of usage records adds up to: counts, sums, and histograms of latency, time to
+    first token and tokens per second in fixed log-spaced buckets (audit.rollups.BUCKETS), from
+    which percentiles are read within a stated error. `day` is a date in the portal's time zone."""
+
+    day = models.DateField()
+    team = models.ForeignKey("gateway_portal.Team", null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    model_id = models.CharField(max_length=100)
+    requests = models.PositiveIntegerField()
+    success = models.PositiveIntegerField()
+    error = models.PositiveIntegerField()
+    cancelled = models.PositiveIntegerField()
+    refused = models.PositiveIntegerField()
+    estimated = models.PositiveIntegerField()
+    input_tokens = models.BigIntegerField()
+    output_tokens = models.BigIntegerField()
+    # Of successful completions (latency, ttft) and of completions with output (tps), as the raw figures.
+    latency_hist = ArrayField(models.IntegerField())
+    ttft_hist = ArrayField(models.IntegerField())
+    tps_hist = ArrayField(models.IntegerField())
+
+    class Meta:
+        abstract = True
+
+
+class UsageDay(RollupFigures):
+    """A day's usage per team and model: the everyone-view's figures, time series, teams, models."""
+
+    class Meta:
+        indexes = [models.Index(fields=["day"])]
+
+
+class UsagePersonDay(RollupFigures):
+    """A day's usage per person, team and model: the people breakdown, and every view narrowed to
+    a team admin's teams (their own records in other teams included)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+
+    class Meta:
+        indexes = [models.Index(fields=["day"]), models.Index(fields=["team", "day"])]
+
+
+class RolledDay(models.Model):
+    """A day whose roll-ups are complete: the analytics read it from the roll-ups, any other day
+    from the usage records."""
+
+    day = models.DateField(primary_key=True)
+    rolled_at = models.DateTimeField()
+    records = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["-day"]

@@ -39,6 +39,7 @@ from procrastinate.retry import BaseRetryStrategy
 from procrastinate.worker import WORKER_NAME
 from standardwebhooks.webhooks import Webhook
 
+from gateway_portal.models import Team
 from audit.models import SETTINGS_ENDPOINT, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,19 @@ def backoff_delay(attempt: int) -> float:
     at the same instant."""
     ceiling = min(settings.WEBHOOK_BACKOFF_MAX, settings.WEBHOOK_BACKOFF_BASE * 2 ** min(attempt - 1, 30))
     return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+@app.periodic(cron="7 * * * *")
+@app.task(name="audit.roll_up_usage", queue="rollups", queueing_lock="roll_up_usage")
+def roll_up_usage(timestamp):
+    """Re-roll the last closed days' usage (audit/rollups.py says why these and not fewer)."""
+    from audit import rollups
+
+    close_old_connections()
+    try:
+        rollups.roll_recent()
+    finally:
+        close_old_connections()
 
 
 @app.task(name="audit.deliver_webhook", queue="webhooks", pass_context=True, retry=Backoff())
@@ -126,6 +140,9 @@ def _first_run(event_id: str, endpoint_key: int | str, event: dict) -> WebhookDe
 def _body(event: dict) -> str:
     person = event["person"]
     person["username"] = get_user_model().objects.filter(pk=person["id"]).values_list("username", flat=True).first()
+    team = event.get("team")
+    if team:
+        team["name"] = Team.objects.filter(pk=team["id"]).values_list("name", flat=True).first()
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
 
 

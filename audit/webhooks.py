@@ -73,19 +73,36 @@ def enqueue_completion(entry: dict, usage: dict) -> None:
         return
     event = completion_event(entry, usage)
     event_id = "msg_" + uuid.uuid4().hex
+    _defer([(endpoint, event_id, {"event_id": event_id, "endpoint": endpoint, "event": event}) for endpoint in endpoints])
+
+
+def lane_lock(endpoint: int | str, event_id: str) -> str:
+    """The Procrastinate lock of an event's delivery job: one of WEBHOOK_ENDPOINT_CONCURRENCY
+    lanes of its endpoint, chosen by the event id. Jobs sharing a lock run one at a time, in
+    order, and a job waiting for its retry holds its lane: so a dead or slow endpoint occupies at
+    most that many job workers' slots, and is tried that many times per back-off, not once per
+    event queued for it. The other endpoints' events go on meanwhile."""
+    lanes = max(1, settings.WEBHOOK_ENDPOINT_CONCURRENCY)
+    return f"webhook:{endpoint}:{int(event_id[-8:], 16) % lanes}"
+
+
+def _defer(jobs: list[tuple[int | str, str, dict]]) -> None:
+    """Enqueue delivery jobs, (endpoint, event id, job arguments) each, in one INSERT."""
+    from procrastinate.contrib.django import app
+
     from audit.tasks import deliver_webhook
 
-    if len(endpoints) == 1:
-        deliver_webhook.defer(event_id=event_id, endpoint=endpoints[0], event=event)
-    else:
-        deliver_webhook.batch_defer(*({"event_id": event_id, "endpoint": e, "event": event} for e in endpoints))
+    template = deliver_webhook.configure().job
+    app.job_manager.batch_defer_jobs(
+        [template.evolve(lock=lane_lock(endpoint, event_id), task_kwargs=kwargs) for endpoint, event_id, kwargs in jobs]
+    )
 
 
 def completion_event(entry: dict, usage: dict) -> dict:
     """The webhook body: the seed's analytics fields at the top level, as the seed sent them (so
     its receivers keep working), plus the event type, who, which model, time to first token, where
-    the token counts come from and the audit id. The worker adds the person's user name."""
-    # Teams arrive with the governance issue: "team" joins "person" here then.
+    the token counts come from and the audit id. Only ids here, so the chat path reads nothing
+    more: the worker adds the person's user name and the team's name."""
     return {
         "type": entry["action"],
         "request_id": usage["request_id"],
@@ -98,6 +115,7 @@ def completion_event(entry: dict, usage: dict) -> dict:
         "input_chars": usage["input_chars"],
         "output_chars": usage["output_chars"],
         "person": {"id": usage["user_id"]},
+        "team": {"id": usage["team_id"]} if usage["team_id"] is not None else None,
         "model": usage["model_id"],
         "ttft_ms": usage["ttft_ms"],
         "token_source": usage["token_source"],
@@ -110,19 +128,20 @@ def resend(deliveries) -> tuple[int, int]:
     """Send these deliveries again, same event id and body, newly signed, with a new retry window.
     Pending ones are skipped (they are being retried), as are those of inactive endpoints.
     Returns (re-sent, skipped)."""
-    from audit.tasks import deliver_webhook
-
     now = timezone.now()
     total = deliveries.count()
     chosen = deliveries.exclude(status=WebhookDelivery.Status.PENDING).filter(endpoint__is_active=True)
     with transaction.atomic():
-        ids = list(chosen.select_for_update(of=("self",)).values_list("pk", flat=True))
+        found = list(chosen.select_for_update(of=("self",)).values_list("pk", "event_id", "endpoint_id", "endpoint__from_settings"))
+        ids = [pk for pk, *_ in found]
         WebhookDelivery.objects.filter(pk__in=ids).update(
             status=WebhookDelivery.Status.PENDING, retry_until=now + timedelta(seconds=settings.WEBHOOK_RETRY_FOR),
             next_attempt_at=now, delivered_at=None,
         )
-        for start in range(0, len(ids), 1000):
-            deliver_webhook.batch_defer(*({"delivery": pk} for pk in ids[start:start + 1000]))
+        jobs = [(SETTINGS_ENDPOINT if from_settings else endpoint, event_id, {"delivery": pk})
+                for pk, event_id, endpoint, from_settings in found]
+        for start in range(0, len(jobs), 1000):
+            _defer(jobs[start:start + 1000])
     return len(ids), total - len(ids)
 
 

@@ -90,12 +90,19 @@ def may_steer_answer(user_id: int, owner_id: int) -> bool:
 def usage_visible_to(user) -> QuerySet[UsageRecord]:
     """The usage records this person may count on the analytics pages and export: their own, and
     all of the teams they are a team admin of; a compliance officer's and a superuser's, everyone's."""
+    scope = usage_scope(user)
+    return UsageRecord.objects.all() if scope is None else UsageRecord.objects.filter(scope)
+
+
+def usage_scope(user) -> Q | None:
+    """usage_visible_to's rule as a filter on `user` and `team` (None: everyone), so the usage
+    roll-ups (audit/rollups.py), which have both columns, are narrowed by the same rule."""
     if is_officer(user):
-        return UsageRecord.objects.all()
+        return None
     administered = list(Membership.objects.filter(user=user, role=Membership.Role.ADMIN).values_list("team_id", flat=True))
     if not administered:  # the common case keeps the plain filter, which the analytics index answers alone
-        return UsageRecord.objects.filter(user=user)
-    return UsageRecord.objects.filter(Q(user=user) | Q(team_id__in=administered))
+        return Q(user=user)
+    return Q(user=user) | Q(team_id__in=administered)
 
 
 def team_membership(user, slug: str) -> Membership:

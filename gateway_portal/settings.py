@@ -310,6 +310,8 @@ WEBHOOK_BACKOFF_BASE = env.float("WEBHOOK_BACKOFF_BASE", default=5.0)
 WEBHOOK_BACKOFF_MAX = env.float("WEBHOOK_BACKOFF_MAX", default=3600.0)
 # ...and an endpoint with no successful delivery for this long (5 days) is disabled.
 WEBHOOK_DISABLE_AFTER = env.float("WEBHOOK_DISABLE_AFTER", default=5 * 24 * 3600.0)
+# Deliveries to one endpoint running at once, at most (audit.webhooks.lane_lock).
+WEBHOOK_ENDPOINT_CONCURRENCY = env.int("WEBHOOK_ENDPOINT_CONCURRENCY", default=4)
 # How long a server process keeps the list of endpoints before reading it again.
 WEBHOOK_ENDPOINT_CACHE_SECONDS = env.float("WEBHOOK_ENDPOINT_CACHE_SECONDS", default=10.0)
 # Jobs that succeeded leave the queue's table (webhook deliveries keep their own log).

@@ -62,7 +62,7 @@ def test_the_figures_match_the_ones_worked_out_by_hand(client, alice, usage):
     (summary,) = csv_rows(client, "summary", **RANGE)
     assert summary == {
         "from": "2025-03-10T00:00:00+00:00", "to": "2025-03-13T00:00:00+00:00",
-        "requests": "5", "success": "3", "error": "1", "cancelled": "1", "error_rate": "0.2",
+        "requests": "5", "success": "3", "error": "1", "cancelled": "1", "refused": "0", "error_rate": "0.2",
         "input_tokens": "660", "output_tokens": "340", "estimated_token_counts": "2",
         # Successful completions' latencies 1000, 2000, 3000: p95 interpolates 2000 + 0.9 × 1000.
         "latency_p50_ms": "2000", "latency_p95_ms": "2900",
@@ -162,6 +162,63 @@ def test_a_compliance_officer_and_a_superuser_see_everyone(client, olivia, djang
         assert 'href="?range=custom&amp;start=2025-03-10&amp;end=2025-03-12&amp;person=bob"' in page
 
 
+def refusal(user, when, model="gpt-4"):
+    """As audit.actions.do_record_refusal writes it: no tokens, no latency."""
+    return UsageRecord.objects.create(
+        request_id=f"ref-{when:%d%H%M%S}-{user.pk}", user=user, team=current_team(user), model_id=model,
+        status="rejected", latency_ms=0, ttft_ms=None, timestamp=when,
+    )
+
+
+def test_refusals_count_as_requests_but_not_in_the_error_rate_or_the_latencies(client, alice, usage):
+    refusal(alice, at(11, 10))
+    refusal(alice, at(12, 9), model="gpt-4o")
+    client.force_login(alice)
+    (summary,) = csv_rows(client, "summary", **RANGE)
+    # 5 completions went upstream, 1 of them an error: 20 %, as without the refusals; the
+    # refusals' zero latency and default token source change nothing either.
+    assert (summary["requests"], summary["refused"], summary["error"], summary["error_rate"]) == ("7", "2", "1", "0.2")
+    assert (summary["estimated_token_counts"], summary["latency_p50_ms"], summary["input_tokens"]) == ("2", "2000", "660")
+    days = csv_rows(client, "over-time", **RANGE, group="day")
+    assert [(d["requests"], d["refused"], d["error_rate"]) for d in days] == [("3", "0", "0.3333"), ("1", "1", ""), ("3", "1", "0")]
+    page = client.get("/analytics/", RANGE).content.decode()
+    assert figure(page, "refused") == "2" and figure(page, "error_rate") == "20.0 %"
+    assert "1 of 5 completions that went upstream" in page
+    models = csv_rows(client, "models", **RANGE)
+    assert [(m["model"], m["requests"], m["refused"], m["error_rate"]) for m in models] == [
+        ("gpt-4", "4", "1", "0.3333"), ("gpt-4o", "3", "1", "0"),
+    ]
+
+
+def test_the_breakdown_and_filter_by_team_for_whoever_sees_several_teams(client, alice, bob, charlie, olivia, usage):
+    record(charlie, at(11, 8), tokens=(7, 3))
+    refusal(charlie, at(11, 9))
+    client.force_login(olivia)
+    teams = csv_rows(client, "teams", **RANGE)
+    # Red: alice's five and bob's one; Blue: charlie's completion and refusal.
+    assert [(t["team"], t["requests"], t["refused"], t["input_tokens"], t["error_rate"]) for t in teams] == [
+        ("Red", "6", "0", "1660", "0.1667"), ("Blue", "2", "1", "7", "0"),
+    ]
+    page = client.get("/analytics/", RANGE).content.decode()
+    assert "panel-teams" in page and 'name="team"' in page
+    blue = current_team(charlie)
+    assert f'href="?range=custom&amp;start=2025-03-10&amp;end=2025-03-12&amp;team={blue.slug}"' in page
+    (summary,) = csv_rows(client, "summary", **RANGE, team=blue.slug)
+    assert (summary["requests"], summary["refused"], summary["input_tokens"]) == ("2", "1", "7")
+    assert [p["person"] for p in csv_rows(client, "people", **RANGE, team=blue.slug)] == ["charlie"]
+
+    # The admin of one team sees its people, but no team breakdown: there is one team to see.
+    Membership.objects.filter(user=bob).update(role=Membership.Role.ADMIN)
+    client.force_login(bob)
+    page = client.get("/analytics/", RANGE).content.decode()
+    assert "Top people" in page and "panel-teams" not in page and 'name="team"' not in page
+    # The admin of both sees both.
+    Membership.objects.create(user=bob, team=blue, role=Membership.Role.ADMIN)
+    page = client.get("/analytics/", RANGE).content.decode()
+    assert "panel-teams" in page
+    assert [t["team"] for t in csv_rows(client, "teams", **RANGE)] == ["Red", "Blue"]
+
+
 def test_someone_logged_out_is_sent_to_log_in(client):
     for path in ("/analytics/", "/analytics/summary.csv"):
         response = client.get(path)
@@ -226,6 +283,7 @@ def test_the_chat_page_header_links_to_the_analytics(client, alice):
 
 def test_the_page_asks_the_database_the_same_few_questions_however_many_records(client, alice, olivia, usage, django_assert_max_num_queries):
     client.force_login(olivia)
-    # Session, user and permissions, then the figures, the visibility check, over time, people, models.
-    with django_assert_max_num_queries(9):
+    # Session, user and permissions, which days are rolled up, then the figures, the visibility checks,
+    # over time, people, teams, models.
+    with django_assert_max_num_queries(12):
         assert client.get("/analytics/", RANGE).status_code == 200

@@ -4,7 +4,8 @@ Seeds the audit trail and usage records up to the asked number of rows with the 
 `seed_usage` command (seed rows are marked: users `seed-*`, request ids `seed-…`), then asks the
 running portal for each page and times the whole request on loopback: the admin lists and the
 everyone-view of the analytics as a logged-in superuser, a member's analytics as the seed user
-with the most usage in the last 30 days (the heaviest page a member can ask for).
+with the most usage in the last 30 days (the heaviest page a member can ask for), a team's as
+the admin of the team with the most usage.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ PAGES = [
     ("analytics, the busiest person's last 30 days", "/analytics/?range=30d", "analytics", "busiest"),
     ("analytics, the busiest person's last 24 hours by hour", "/analytics/?range=24h", "analytics", "busiest"),
     ("analytics CSV, the busiest person's 30 days by day", "/analytics/over-time.csv?range=30d", "analytics", "busiest"),
+    ("analytics, the busiest team's last 30 days (its admin)", "/analytics/?range=30d", "analytics team", "team admin"),
+    ("analytics CSV, the busiest team's people, 30 days", "/analytics/people.csv?range=30d", "analytics team", "team admin"),
     ("analytics, everyone's last 30 days (officer)", "/analytics/?range=30d", "analytics everyone", "staff"),
 ]
 
@@ -43,7 +46,8 @@ def measure(portal_url: str, rows: int, repeats: int, say) -> dict:
         username="bench-staff", defaults={"is_staff": True, "is_superuser": True}
     )
     busiest, busiest_rows = busiest_person(timezone.now() - timedelta(days=30))
-    keys = dict(zip(("staff", "busiest"), session_keys([staff, busiest])))
+    team_admin, team, team_rows = busiest_team_admin(timezone.now() - timedelta(days=30))
+    keys = dict(zip(("staff", "busiest", "team admin"), session_keys([staff, busiest, team_admin])))
     audit_id = AuditEntry.objects.order_by("-id").values_list("audit_id", flat=True).first()
     week = (timezone.now() - timedelta(days=7)).date().isoformat()
     results = []
@@ -62,7 +66,26 @@ def measure(portal_url: str, rows: int, repeats: int, say) -> dict:
     return {
         "rows": AuditEntry.objects.count(), "repeats": repeats, "pages": results,
         "busiest": {"username": busiest.username, "rows_30_days": busiest_rows},
+        "busiest_team": {"name": team.name, "rows_30_days": team_rows},
     }
+
+
+def busiest_team_admin(since):
+    """A team admin (`bench-team-admin`, made here) of the team with the most usage records since
+    `since`, the team and how many records."""
+    from gateway_portal.models import Membership, Team
+
+    top = (
+        UsageRecord.objects.filter(timestamp__gte=since, team__isnull=False).values("team_id")
+        .annotate(rows=Count("id")).order_by("-rows").first()
+    )
+    if top is None:
+        raise RuntimeError("No team's usage records in the last 30 days to time the analytics with.")
+    team = Team.objects.get(pk=top["team_id"])
+    admin, _ = get_user_model().objects.get_or_create(username="bench-team-admin")
+    Membership.objects.filter(user=admin).exclude(team=team).delete()
+    Membership.objects.update_or_create(user=admin, team=team, defaults={"role": Membership.Role.ADMIN})
+    return admin, team, top["rows"]
 
 
 def busiest_person(since):

@@ -219,7 +219,9 @@ def targets_section(results: dict) -> list[str]:
     if 6 in results and "failed" not in results[6]:
         s6 = results[6]
         at_scale = s6["rows"] >= TARGETS["page_rows"]
-        for kind, target in (("admin", "Audit admin lists"), ("analytics", "A member's analytics (busiest person, 30 days)")):
+        for kind, target in (("admin", "Audit admin lists"), ("analytics", "A member's analytics (busiest person, 30 days)"),
+                             ("analytics team", "A team admin's analytics (busiest team, 30 days)"),
+                             ("analytics everyone", "An officer's analytics (everyone, 30 days)")):
             timed = [page["p50"] for page in s6["pages"] if page.get("kind", "admin") == kind]
             if not timed:
                 continue

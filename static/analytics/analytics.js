@@ -115,6 +115,7 @@
           bars("Success", time.success, cssVar("--c-success")),
           bars("Error", time.error, cssVar("--c-error")),
           bars("Cancelled", time.cancelled, cssVar("--c-cancelled")),
+          bars("Refused", time.refused, cssVar("--c-refused")),
         ],
       },
       options: counts(stacked(baseOptions(compact))),
@@ -144,6 +145,7 @@
       options: dashedLegend(baseOptions(duration)),
     }),
     "chart-people": () => breakdown(data.people),
+    "chart-teams": () => breakdown(data.teams),
     "chart-models": () => breakdown(data.models),
   };
 
@@ -159,8 +161,9 @@
       data: {
         labels: rows.label,
         datasets: [
-          bars("No error", rows.requests.map((n, i) => n - rows.error[i]), cssVar("--c-success")),
+          bars("No error", rows.requests.map((n, i) => n - rows.error[i] - rows.refused[i]), cssVar("--c-success")),
           bars("Error", rows.error, cssVar("--c-error")),
+          bars("Refused", rows.refused, cssVar("--c-refused")),
         ],
       },
       options,

@@ -5,7 +5,8 @@ rows spread over the last 90 days across 50 seed users and the configured models
 PostgreSQL's COPY (about 1 s per 100,000 rows here) so a million takes seconds, not an hour.
 Seed users are `seed-0` … `seed-49` with unusable passwords, in teams `seed-0` … `seed-4` (the
 first the busiest); their rows are marked by
-request ids starting with `seed-`.
+request ids starting with `seed-`. About 2% are refusals by a limit. The days it wrote into are
+rolled up at the end (`rollup_usage --all`), as the hourly job would have.
 """
 
 from __future__ import annotations
@@ -17,18 +18,20 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 from django.utils import timezone
 
 from audit import chain
 from audit.actions import completion_rows
-from audit.models import AuditEntry, UsageRecord
+from audit.models import Action, AuditEntry, Status, UsageRecord
 from gateway_portal.models import Membership, Team
 from chat.completion import CANCELLED, COMMAND, COMPLETE, ERROR, UPSTREAM_COUNT, Exchange, Outcome
 
 BATCH = 100_000
 STATUSES = [COMPLETE] * 92 + [ERROR] * 5 + [CANCELLED] * 3
+REFUSED = 0.02  # of requests, refused by a limit before they went upstream
 AUDIT_COLUMNS = (
     "seq", "prev_hash", "hash", "action", "audit_id", "request_id", "user_id", "team_id", "model_id", "status",
     "error_code", "safety_filtered", "filters", "compliance_tag", "timestamp", "prompt_sha256", "answer_sha256", "details",
@@ -67,6 +70,8 @@ class Command(BaseCommand):
             added += size
             self.stdout.write(f"  {added:,} / {missing:,} rows")
         self.stdout.write(self.style.SUCCESS(f"Added {added:,} audit entries and usage records."))
+        # The rows went into past days: roll them up, as the hourly job would have (audit/rollups.py).
+        call_command("rollup_usage", "--all", stdout=self.stdout)
 
     def seed_users(self) -> list[tuple[int, int]]:
         """(person, team) pairs: 50 seed people in 5 seed teams of 10, the first team the busiest
@@ -110,6 +115,8 @@ class Command(BaseCommand):
             )
             when = now - timedelta(seconds=rng.uniform(0, 90 * 86400))
             entry, usage = completion_rows(exchange, outcome, audit_id=next(ids), when=when)
+            if rng.random() < REFUSED:
+                refuse(entry, usage)
             audit_rows.append(entry)
             usage_rows.append(tuple(usage[column] for column in USAGE_COLUMNS))
         # Chained like live entries (audit/chain.py), under the chain's lock for this transaction.
@@ -129,6 +136,14 @@ class Command(BaseCommand):
             ) as copy:
                 for row in usage_rows:
                     copy.write_row(row)
+
+
+def refuse(entry: dict, usage: dict) -> None:
+    """Make a completion's rows a refusal by a limit, as audit.actions.do_record_refusal writes it."""
+    entry.update(action=Action.COMPLETION_REFUSED, status=Status.REJECTED, error_code="quota_exceeded", message_id=None,
+                 answer_sha256="", filters=[], safety_filtered=False)
+    usage.update(status=Status.REJECTED, latency_ms=0, ttft_ms=None, input_tokens=0, output_tokens=0, input_chars=0,
+                 output_chars=0, token_source=UsageRecord.TokenSource.ESTIMATE, tokens_per_second=0.0)
 
 
 def audit_ids(taken: set[str], start: int):

@@ -10,7 +10,8 @@ connections over them), one core each. They reach each other's answers through R
 (REDIS_URL: channel layer and cache; chat/answer_bus.py), which is why more than one needs it.
 
 `--job-workers N` (default PORTAL_JOB_WORKERS, 1) runs N `manage.py procrastinate worker`
-processes beside the server for the background jobs (webhook delivery), stopped with the rest.
+processes beside the server for the background jobs (webhook delivery, usage roll-ups), restarted
+when one dies and stopped with the rest.
 Production may run them as their own service instead, with `--job-workers 0` here.
 """
 
@@ -25,6 +26,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 
 from django.conf import settings
@@ -76,7 +78,7 @@ class Command(BaseCommand):
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         self.stdout.write(f"Starting Gateway Portal at {url} …")
         emulator = None
-        jobs: list[ChildProcess] = []
+        jobs: _JobWorkers | None = None
         _check_workers(workers, host)
         _check_port_free(host, port)
         # Until Daphne installs its own handlers, SIGTERM unwinds through `finally` like Ctrl-C,
@@ -100,7 +102,8 @@ class Command(BaseCommand):
             pass
         finally:
             # Before the database: a job worker finishes the delivery in hand, then exits.
-            stop_together(jobs, settings.WEBHOOK_TIMEOUT + 5)
+            if jobs is not None:
+                jobs.stop(settings.WEBHOOK_TIMEOUT + 5)
             if emulator is not None:
                 emulator.stop()
             if embedded_db.started_here() and not keep_database:
@@ -168,20 +171,13 @@ class Command(BaseCommand):
         if count := recovery.interrupt_orphans(stale_before=stale_before):
             self.stdout.write(f"Answers interrupted when the portal last stopped: {count}, now marked so (with their text so far).")
 
-    def start_job_workers(self, count) -> list[ChildProcess]:
-        jobs = []
-        for number in range(1, count + 1):
-            # Dies with this process, as the server workers do; its warnings go to our console.
-            jobs.append(ChildProcess.start(
-                [sys.executable, sys.argv[0], "procrastinate", "worker", "--name", f"runportal-{os.getpid()}-{number}",
-                 "--shutdown-graceful-timeout", f"{settings.WEBHOOK_TIMEOUT + 2:g}"],
-                name="A job worker", die_with_parent=True,
-            ))
-        if jobs:
-            pids = ", ".join(str(job.pid) for job in jobs)
-            self.stdout.write(f"Background jobs (webhook delivery): {count} worker process(es), pid {pids}.")
-        else:
+    def start_job_workers(self, count) -> _JobWorkers | None:
+        if not count:
             self.stdout.write("Background jobs: no worker here (--job-workers 0); run `manage.py procrastinate worker`.")
+            return None
+        jobs = _JobWorkers(count, self.stderr)
+        pids = ", ".join(str(pid) for pid in jobs.start())
+        self.stdout.write(f"Background jobs (webhook delivery): {count} worker process(es), pid {pids}.")
         return jobs
 
     def ensure_admin(self) -> str:
@@ -347,6 +343,71 @@ class _WorkerPool:
     def stop_all(self, timeout=20.0):
         # Each worker stores its answers in flight as cancelled before it exits (stop_answers).
         stop_together([worker for worker, _ in self.workers], timeout)
+
+
+class _JobWorkers:
+    """The `procrastinate worker` processes: started, watched and restarted from one thread of
+    their own, which lives until they are stopped (a child started with die_with_parent gets
+    SIGTERM when the thread that started it ends). A worker that died is replaced (its job, if it
+    had one, goes back to the queue: gateway_portal.tasks); one that dies right after starting is
+    replaced after a pause, so a broken setup does not spin."""
+
+    POLL = 0.5
+    MIN_LIFETIME = 10.0
+
+    def __init__(self, count, stderr):
+        self.count, self.stderr = count, stderr
+        self.workers: list[tuple[ChildProcess, float]] = []
+        self.started = threading.Event()
+        self.stopping = threading.Event()
+        self.grace = 10.0
+        self.thread = threading.Thread(target=self._run, name="job-workers", daemon=True)
+        self.failure: BaseException | None = None
+
+    def start(self) -> list[int]:
+        self.thread.start()
+        self.started.wait()
+        if self.failure is not None:
+            raise CommandError(f"Could not start a job worker: {self.failure}")
+        return [worker.pid for worker, _ in self.workers]
+
+    def stop(self, grace: float) -> None:
+        self.grace = grace
+        self.stopping.set()
+        self.thread.join()
+
+    def _spawn(self, number: int) -> ChildProcess:
+        # Its warnings go to our console.
+        return ChildProcess.start(
+            [sys.executable, sys.argv[0], "procrastinate", "worker", "--name", f"runportal-{os.getpid()}-{number}",
+             "--shutdown-graceful-timeout", f"{settings.WEBHOOK_TIMEOUT + 2:g}"],
+            name="A job worker", die_with_parent=True,
+        )
+
+    def _run(self):
+        try:
+            try:
+                for number in range(1, self.count + 1):
+                    self.workers.append((self._spawn(number), time.monotonic()))
+            except BaseException as exc:
+                self.failure = exc
+                return
+            finally:
+                self.started.set()
+            while not self.stopping.wait(self.POLL):
+                for index, (worker, since) in enumerate(self.workers):
+                    if worker.running():
+                        continue
+                    lived = time.monotonic() - since
+                    self.stderr.write(
+                        f"A job worker (pid {worker.pid}) exited with status {worker.returncode}; starting another"
+                        + (f" in {self.MIN_LIFETIME:g} s (it had just started)." if lived < self.MIN_LIFETIME else ".")
+                    )
+                    if lived < self.MIN_LIFETIME and self.stopping.wait(self.MIN_LIFETIME):
+                        return
+                    self.workers[index] = (self._spawn(index + 1), time.monotonic())
+        finally:
+            stop_together([worker for worker, _ in self.workers], self.grace)
 
 
 def _check_workers(workers, host):
