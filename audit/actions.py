@@ -59,7 +59,7 @@ def completion_rows(exchange: Exchange, outcome: Outcome, *, audit_id: str, when
         "timestamp": when,
         "prompt_sha256": prompt_sha256(exchange.messages),
         "answer_sha256": chain.sha256_of(outcome.text),
-        "details": {"client": exchange.client},
+        "details": _client_details(exchange.client, exchange.api_key),
     }
     usage = {
         "request_id": exchange.request_id,
@@ -78,6 +78,11 @@ def completion_rows(exchange: Exchange, outcome: Outcome, *, audit_id: str, when
         "timestamp": when,
     }
     return entry, usage
+
+
+def _client_details(client: str, api_key: dict | None) -> dict:
+    """Who asked, as the trail and analytics show it: the client, and a program's key name and prefix."""
+    return {"client": client, "api_key": api_key} if api_key else {"client": client}
 
 
 Rows = Callable[[str, datetime], tuple[dict, dict | None]]
@@ -122,12 +127,13 @@ def do_record_completion(exchange: Exchange, outcome: Outcome, *, also: Callable
 def do_record_refusal(
     *, request_id: str, user_id: int, team_id: int | None, model_id: str, client: str, code: str, sentence: str,
     retry_after: float | None = None, conversation_id: int | None = None, messages: list[dict] | None = None,
+    api_key: dict | None = None,
 ) -> str:
     """A completion refused before it went upstream: one entry (status "rejected", the error code,
     the sentence the person was shown) and a usage record with no tokens, so analytics count it.
     A refusal by a limit is a webhook event (completion.refused); an invalid request is not."""
     by_limit = code in LIMIT_CODES
-    details = {"client": client, "reason": sentence}
+    details = {**_client_details(client, api_key), "reason": sentence}
     if retry_after is not None:
         details["retry_after"] = retry_after
 

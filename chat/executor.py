@@ -94,6 +94,7 @@ class ChatExecutor:
                 temperature=request.temperature,
                 max_tokens=request.max_tokens,
                 title=title,
+                api_key=request.api_key,
             )
             # The question goes upstream first and is stored while the model thinks, so the
             # database write is not part of the time to first token.
@@ -213,6 +214,7 @@ async def _refused(request: CompletionRequest, request_id: str, error: PortalErr
             request_id=request_id, user_id=request.user.pk, team_id=request.team.pk if request.team is not None else None,
             model_id=request.model_id, client=request.client, code=error.code, sentence=str(error),
             retry_after=error.retry_after, conversation_id=conversation_id, messages=request.messages,
+            api_key=request.api_key,
         )
     except Exception:
         log.exception("could not audit the refusal of %s", request_id)
