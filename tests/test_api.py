@@ -60,6 +60,13 @@ def ask(text: str) -> list[dict]:
     return [{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"{text} {nonce()}"}]
 
 
+def wait_for(condition, wait: float = 10) -> None:
+    deadline = time.monotonic() + wait
+    while not condition():
+        assert time.monotonic() < deadline, "waited in vain"
+        time.sleep(0.05)
+
+
 def entry_for(completion_id: str, *, wait: float = 10) -> AuditEntry:
     request_id = completion_id.removeprefix("chatcmpl-")
     deadline = time.monotonic() + wait
@@ -171,6 +178,8 @@ def test_a_limit_is_429_with_retry_after(api_portal, sdk, alice_key):
                 response.__exit__(None, None, None)
     assert refused.value.status_code == 429 and int(refused.value.response.headers["retry-after"]) >= 1
     assert "2 answers in progress" in refused.value.message
+    assert AuditEntry.objects.get(action="completion.refused").details["api_key"]["name"] == "report script"
+    wait_for(lambda: AuditEntry.objects.filter(status="cancelled").count() == 2)  # the held ones, hung up
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,7 @@ class Completion:
     def __init__(self, request: CompletionRequest):
         self.loop = asyncio.get_running_loop()
         self.events: asyncio.Queue[Event | None] = asyncio.Queue()
+        self.cancelled = False
         self.task = asyncio.create_task(self._run(request))
         _finishing.add(self.task)
         self.task.add_done_callback(_finishing.discard)
@@ -54,7 +55,10 @@ class Completion:
         return await self.events.get()
 
     def cancel(self) -> None:
-        if not self.task.done():
+        # Once: the executor turns one cancellation into a stored "cancelled" answer and takes it
+        # back (uncancel); a second request would stay pending on its task.
+        if not self.task.done() and not self.cancelled:
+            self.cancelled = True
             self.task.cancel()
 
     def cancel_from_thread(self) -> None:

@@ -9,6 +9,7 @@ audit, usage, webhooks) is the executor's; nothing here repeats one.
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -52,6 +53,8 @@ async def chat_completions(request):
         wanted = shapes.parse_chat_request(request.body)
     except PortalError as exc:
         return _refusal(exc)
+    except RequestDataTooBig:
+        return error_response(f"The request is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE:,} bytes.", 413, "request_too_large")
     completion = Completion(
         CompletionRequest(
             user=key.user, team=key.team, messages=wanted.messages, model_id=wanted.model,
