@@ -61,3 +61,22 @@ def test_mistakes_are_told_in_a_sentence(alice, charlie, args, sentence):
     with pytest.raises(CommandError, match=sentence):
         apikey(*args)
     assert not ApiKey.objects.exists()
+
+
+def test_last_use_is_noted_at_most_once_a_minute(alice):
+    key = apikey("create", "--user", "alice")[-1]
+    first = keys.authenticate(f"Bearer {key}").last_used_at
+    assert first is not None
+    keys.authenticate(f"Bearer {key}")
+    assert ApiKey.objects.get().last_used_at == first  # no write for a request within the minute
+    ApiKey.objects.update(last_used_at=first - keys.LAST_USED_RESOLUTION)
+    assert keys.authenticate(f"Bearer {key}").last_used_at > first
+
+
+def test_a_key_stops_working_when_its_person_leaves_its_team(alice):
+    from gateway_portal.models import Membership
+
+    key = apikey("create", "--user", "alice", "--team", "red")[-1]
+    Membership.objects.filter(user=alice, team__slug="red").delete()
+    with pytest.raises(keys.KeyRefused, match="no longer in"):
+        keys.authenticate(f"Bearer {key}")
