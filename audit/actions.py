@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from audit import chain, webhooks
 from audit.models import COMPLIANCE_TAG, Action, AuditEntry, Status, UsageRecord, new_audit_id
-from chat.completion import CANCELLED, COMPLETE, ERROR, Exchange, Outcome
+from chat.completion import CANCELLED, COMPLETE, ERROR, ESTIMATE, Exchange, Outcome
 
 AUDIT_STATUS = {COMPLETE: Status.SUCCESS, ERROR: Status.ERROR, CANCELLED: Status.CANCELLED}
 ACTION = {COMPLETE: Action.COMPLETION_SUCCEEDED, ERROR: Action.COMPLETION_FAILED, CANCELLED: Action.COMPLETION_CANCELLED}
@@ -150,6 +150,7 @@ def do_record_refusal(
             "request_id": request_id, "user_id": user_id, "team_id": team_id, "model_id": model_id,
             "status": Status.REJECTED, "latency_ms": 0, "ttft_ms": None, "input_tokens": 0, "output_tokens": 0,
             "input_chars": 0, "output_chars": 0, "tokens_per_second": 0.0, "timestamp": now,
+            "token_source": ESTIMATE,  # the webhook event names it (audit/webhooks.py)
         }
         return entry, usage
 

@@ -10,12 +10,14 @@ hangs up mid-stream leaves a cancelled answer, and a key is shown once and store
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from datetime import timedelta
 
 import httpx
 import openai
 import pytest
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
@@ -37,11 +39,21 @@ def api_portal(django_db_setup, django_db_blocker):
             EMULATOR_TTFT_MS="20", EMULATOR_TOKENS_PER_SECOND="400",
             UPSTREAM_BACKOFF_BASE="0.02", UPSTREAM_BACKOFF_MAX="0.1", UPSTREAM_READ_TIMEOUT="1.5",
             UPSTREAM_DEADLINE="4", PORTAL_MAX_CONCURRENT_PER_USER="2",
+            # Webhook events are queued (no job worker runs them here): the test reads the queue.
+            ANALYTICS_WEBHOOK_URL="http://127.0.0.1:9/analytics", ANALYTICS_WEBHOOK_SECRET="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
         )
     try:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_jobs_left():
+    """Procrastinate's tables are not flushed between tests: leave no webhook job queued."""
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM procrastinate_jobs")
 
 
 @pytest.fixture
@@ -91,6 +103,10 @@ def test_the_sdk_gets_a_whole_answer_with_its_usage_and_the_trail_names_the_key(
     assert entry.details == {"client": "api", "api_key": {"name": "report script", "prefix": alice_key[0].prefix}}
     usage = UsageRecord.objects.get(request_id=entry.request_id)
     assert (usage.input_tokens, usage.output_tokens) == (answer.usage.prompt_tokens, answer.usage.completion_tokens)
+    with connection.cursor() as cursor:  # the same webhook event as a browser's completion
+        cursor.execute("SELECT args FROM procrastinate_jobs WHERE args->'event'->>'request_id' = %s", [entry.request_id])
+        job = json.loads(cursor.fetchone()[0])
+    assert (job["event"]["type"], job["event"]["output_tokens"]) == ("completion.succeeded", answer.usage.completion_tokens)
 
 
 def test_the_sdk_streams_the_answer_then_a_usage_chunk(sdk):
