@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from audit import chain, webhooks
 from audit.models import COMPLIANCE_TAG, Action, AuditEntry, Status, UsageRecord, new_audit_id
-from chat.completion import CANCELLED, COMPLETE, ERROR, Exchange, Outcome
+from chat.completion import CANCELLED, COMPLETE, ERROR, ESTIMATE, Exchange, Outcome
 
 AUDIT_STATUS = {COMPLETE: Status.SUCCESS, ERROR: Status.ERROR, CANCELLED: Status.CANCELLED}
 ACTION = {COMPLETE: Action.COMPLETION_SUCCEEDED, ERROR: Action.COMPLETION_FAILED, CANCELLED: Action.COMPLETION_CANCELLED}
@@ -59,7 +59,7 @@ def completion_rows(exchange: Exchange, outcome: Outcome, *, audit_id: str, when
         "timestamp": when,
         "prompt_sha256": prompt_sha256(exchange.messages),
         "answer_sha256": chain.sha256_of(outcome.text),
-        "details": {"client": exchange.client},
+        "details": _client_details(exchange.client, exchange.api_key),
     }
     usage = {
         "request_id": exchange.request_id,
@@ -78,6 +78,11 @@ def completion_rows(exchange: Exchange, outcome: Outcome, *, audit_id: str, when
         "timestamp": when,
     }
     return entry, usage
+
+
+def _client_details(client: str, api_key: dict | None) -> dict:
+    """Who asked, as the trail and analytics show it: the client, and a program's key name and prefix."""
+    return {"client": client, "api_key": api_key} if api_key else {"client": client}
 
 
 Rows = Callable[[str, datetime], tuple[dict, dict | None]]
@@ -130,6 +135,7 @@ def do_record_refusal(
     *, request_id: str, user_id: int, team_id: int | None, model_id: str, client: str, code: str, sentence: str,
     retry_after: float | None = None, conversation_id: int | None = None, messages: list[dict] | None = None,
     limit: dict | None = None,
+    api_key: dict | None = None,
 ) -> str:
     """A completion refused before it went upstream: one entry (status "rejected", the error code,
     the sentence the person was shown) and a usage record with no tokens, so analytics count it.
@@ -138,7 +144,7 @@ def do_record_refusal(
     # What was refused may be anything a client sent (a model name with NUL or a lone surrogate,
     # ten thousand characters long): the entry keeps a storable copy rather than failing.
     model_id, sentence = _storable(model_id, 100), _storable(sentence, 2000)
-    details = {"client": client, "reason": sentence}
+    details = {**_client_details(client, api_key), "reason": sentence}
     if retry_after is not None:
         details["retry_after"] = retry_after
     if limit:  # which limit of chat/quotas.py refused it, and its value then
@@ -157,6 +163,7 @@ def do_record_refusal(
             "request_id": request_id, "user_id": user_id, "team_id": team_id, "model_id": model_id,
             "status": Status.REJECTED, "latency_ms": 0, "ttft_ms": None, "input_tokens": 0, "output_tokens": 0,
             "input_chars": 0, "output_chars": 0, "tokens_per_second": 0.0, "timestamp": now,
+            "token_source": ESTIMATE,  # the webhook event names it (audit/webhooks.py)
         }
         return entry, usage
 

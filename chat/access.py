@@ -18,6 +18,7 @@ from __future__ import annotations
 from django.db.models import Q, QuerySet
 
 from audit.models import UsageRecord
+from chat.api.models import ApiKey
 from chat.models import Conversation, Message
 from gateway_portal.models import COMPLIANCE_OFFICERS, Membership, Team
 
@@ -85,6 +86,12 @@ def answers_of(user) -> QuerySet[Message]:
 def may_steer_answer(user_id: int, owner_id: int) -> bool:
     """Whether a person may Stop, or follow live, an answer that `owner_id` started."""
     return user_id == owner_id
+
+
+def api_keys_of(user) -> QuerySet[ApiKey]:
+    """The API keys a person may see, count and revoke: their own (an administrator uses the
+    admin or `manage.py apikey`)."""
+    return ApiKey.objects.filter(user=user)
 
 
 def usage_visible_to(user) -> QuerySet[UsageRecord]:

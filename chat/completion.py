@@ -34,6 +34,7 @@ class CompletionRequest:
     max_tokens: int
     team: object | None = None  # the gateway_portal.Team the person acts for
     client: str = BROWSER
+    api_key: dict | None = None  # the API key a program used ({"name", "prefix"}): in the audit entry
 
 
 @dataclass
@@ -51,6 +52,7 @@ class Exchange:
     left_out: int = 0  # earliest messages of a long conversation not sent (over the history limit)
     user_message_id: int | None = None
     message_id: int | None = None  # the answer's, when the caller stores one
+    api_key: dict | None = None
     input_chars: int = field(init=False)
 
     def __post_init__(self):
@@ -146,13 +148,14 @@ class Failed:
     retry_after: float | None = None
     outcome: Outcome | None = None  # set when an answer was stored with this error
     limit: dict | None = None  # a limit reached (chat/quotas.py): {"name", "value"}
+    http_status: int | None = None  # the error's PortalError.http_status, for the HTTP API
 
     @classmethod
     def from_error(cls, error, message_id: int | None = None) -> Failed:
         """From a chat.errors.PortalError: its code, sentence and whether Retry can help."""
         name = getattr(error, "limit", "")
         limit = {"name": name, "value": error.value} if name else None
-        return cls(message_id, error.code, error.detail, error.retryable, error.retry_after, limit=limit)
+        return cls(message_id, error.code, error.detail, error.retryable, error.retry_after, limit=limit, http_status=error.http_status)
 
 
 Event = Started | Delta | Done | Failed

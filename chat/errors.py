@@ -5,6 +5,7 @@
     ├── Unauthenticated           401 not logged in, or the session ended (log-out, password change)
     ├── BadFrame                  400 a websocket frame of the wrong shape
     ├── InvalidRequest            400 the request breaks a rule of chat/validation.py
+    │   └── ModelNotAllowed       403 a model the person may not use (the same code for the page)
     ├── NotFound                  404 a conversation or answer that does not exist or is not yours
     ├── NotRunning                409 Stop or follow for an answer no process is generating any more
     ├── QuotaExceeded             429 a limit of chat/quotas.py is reached; retryable; .limit, .value
@@ -51,6 +52,11 @@ class InvalidRequest(PortalError):
     code = "invalid_request"
     detail = "The request is not valid."
     http_status = 400
+
+
+class ModelNotAllowed(InvalidRequest):
+    # The page shows it as any invalid request; the HTTP API answers 403, as OpenAI's clients expect.
+    http_status = 403
 
 
 class NotFound(PortalError):

@@ -46,7 +46,7 @@ from chat.completion import (
     Started,
     final_event,
 )
-from chat.errors import InternalError, NotFound, PortalError, PortalUnavailable
+from chat.errors import InternalError, NotFound, PortalError, PortalUnavailable, QuotaExceeded
 from chat.filters import SafetyPipeline, filter_names, screen_prompt
 from chat.upstream import errors
 from chat.upstream.genesys import Finish, GenesysClient, TextBatch, get_client
@@ -83,7 +83,9 @@ class ChatExecutor:
                 lease = await quotas.limits.reserve(request.user.pk, team_id, need)
             except PortalError as exc:
                 if not isinstance(exc, (NotFound, PortalUnavailable)):  # nothing of theirs to audit
-                    log.info("refused %s for user %s: %s", request_id, request.user.pk, exc.code)
+                    # A limit is worth a line in the log; an invalid request is the person's to fix.
+                    log.log(logging.INFO if isinstance(exc, QuotaExceeded) else logging.DEBUG,
+                            "refused %s for user %s: %s", request_id, request.user.pk, exc.code)
                     await _refused(request, request_id, exc, getattr(transcript, "conversation_id", None))
                 yield Failed.from_error(exc)
                 return
@@ -98,6 +100,7 @@ class ChatExecutor:
                 max_tokens=request.max_tokens,
                 title=title,
                 left_out=left_out,
+                api_key=request.api_key,
             )
             # The question goes upstream first and is stored while the model thinks, so the
             # database write is not part of the time to first token.
@@ -233,6 +236,7 @@ async def _refused(request: CompletionRequest, request_id: str, error: PortalErr
             model_id=request.model_id, client=request.client, code=error.code, sentence=str(error),
             retry_after=error.retry_after, conversation_id=conversation_id, messages=request.messages,
             limit=Failed.from_error(error).limit,
+            api_key=request.api_key,
         )
     except Exception:
         log.exception("could not audit the refusal of %s", request_id)

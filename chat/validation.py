@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from chat.errors import InvalidRequest
+from chat.errors import InvalidRequest, ModelNotAllowed
 
 ROLES = ("system", "user", "assistant")
 TEMPERATURE_MIN, TEMPERATURE_MAX = 0.0, 1.0  # the seed's range (and the upstream's)
@@ -45,7 +45,7 @@ def validate(messages: list[dict], *, model_id, temperature, max_tokens, limits:
     if not isinstance(model_id, str) or _UNSTORABLE.search(model_id):
         raise InvalidRequest(f"That model name cannot be read. Pick one of: {', '.join(limits.models)}.")
     if model_id not in limits.models:
-        raise InvalidRequest(f"The model “{model_id}” is not available here. Pick one of: {', '.join(limits.models)}.")
+        raise ModelNotAllowed(f"The model “{model_id}” is not available here. Pick one of: {', '.join(limits.models)}.")
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not TEMPERATURE_MIN <= temperature <= TEMPERATURE_MAX:
         raise InvalidRequest(f"Temperature must be a number from {TEMPERATURE_MIN} to {TEMPERATURE_MAX}.")
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= limits.max_tokens:

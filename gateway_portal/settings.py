@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "procrastinate.contrib.django",
     "gateway_portal",
     "chat",
+    "chat.api",
     "audit",
 ]
 

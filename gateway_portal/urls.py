@@ -5,6 +5,7 @@ from gateway_portal import health, metrics
 
 urlpatterns = [
     path("", include("chat.urls")),
+    path("", include("chat.api.urls")),
     path("analytics/", include("audit.urls")),
     path("teams/", include("gateway_portal.team_pages")),
     path("accounts/", include("gateway_portal.accounts")),

@@ -38,5 +38,6 @@ def test_quick_bench_runs_every_scenario_and_writes_the_report(tmp_path):
     for heading in HEADINGS:
         assert heading in report, f"the report lacks {heading!r}"
     assert "failed:" not in report
+    assert "| portal API (/v1, HTTP SSE) |" in report  # scenarios 1 and 2 drive the API too
     # Both paths of a scenario ran and were reported side by side.
     assert "| 1 | portal |" in report and "| 1 | direct |" in report

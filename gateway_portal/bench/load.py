@@ -248,11 +248,17 @@ class SSEClient:
                        "params": {"model_id": "gpt-4", "temperature": 0.7, "max_tokens": spec["max_tokens"], "stream": True}}
         body = json.dumps(payload).encode()
         head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-                f"Authorization: Bearer {target['token']}\r\nContent-Type: application/json\r\n"
+                f"Authorization: Bearer {self.token(target, index)}\r\nContent-Type: application/json\r\n"
                 f"Accept: text/event-stream\r\nContent-Length: {len(body)}\r\n\r\n")
         self.request_bytes = head.encode() + body
         self.metrics = metrics
         self.reader = self.writer = None
+
+    @staticmethod
+    def token(target: dict, index: int) -> str:
+        # The portal's API: one key per bench user, as its websocket clients have one session each.
+        tokens = target.get("tokens")
+        return tokens[index % len(tokens)] if tokens else target["token"]
 
     async def connect(self) -> None:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)

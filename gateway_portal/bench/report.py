@@ -297,6 +297,8 @@ def targets_s2(s2: dict, litellm_rate: float | None) -> list[list]:
 
 
 def path_label(path: str) -> str:
+    if path == "api":
+        return "portal API (/v1, HTTP SSE)"
     if path.startswith("litellm-"):
         workers = path.split("-", 1)[1]
         return f"LiteLLM ({workers} worker{'s' if workers != '1' else ''})"

@@ -61,6 +61,7 @@ class Targets:
 
     portal: dict
     direct: dict
+    api: dict | None = None  # the portal's /v1/chat/completions (scenarios 1 and 2)
     litellm: dict[int, dict] = field(default_factory=dict)  # workers -> target
 
 
@@ -93,6 +94,8 @@ class Bench:
         """The same load straight to the emulator, through the portal and through each LiteLLM."""
         points = {"direct": self.point(self.targets.direct, directive, clients, **extra)}
         points["portal"] = self.point(self.targets.portal, directive, clients, **extra)
+        if self.targets.api:
+            points["api"] = self.point(self.targets.api, directive, clients, **extra)
         for workers, target in self.targets.litellm.items():
             points[f"litellm-{workers}"] = self.point(target, directive, clients, **extra)
         return points
@@ -114,12 +117,14 @@ class Bench:
     def cost_and_saturation(self) -> dict:
         """2: short replies; CPU per completion; raise N until the overhead p99 passes 50 ms."""
         rows = []
-        running = {"portal": True, **{f"litellm-{w}": True for w in self.targets.litellm}}
+        running = {"portal": True, **({"api": True} if self.targets.api else {}), **{f"litellm-{w}": True for w in self.targets.litellm}}
         for n in self.plan.sizes[2]:
             self.say(f"  scenario 2: N={n}")
             points = {"direct": self.point(self.targets.direct, SHORT, n)}
             if running["portal"]:
                 points["portal"] = self.point(self.targets.portal, SHORT, n)
+            if running.get("api"):
+                points["api"] = self.point(self.targets.api, SHORT, n)
             for workers, target in self.targets.litellm.items():
                 if running[f"litellm-{workers}"]:
                     points[f"litellm-{workers}"] = self.point(target, SHORT, n)
@@ -191,7 +196,7 @@ class Bench:
 
 def process_of_path(path: str) -> str | None:
     """Which watched process does the work of a path (the direct path has none in between)."""
-    if path == "portal":
+    if path in ("portal", "api"):  # the API is served by the same portal process
         return "portal"
     if path.startswith("litellm-"):
         return path

@@ -2,7 +2,7 @@
 
 The load client connects like a browser after login: a `sessionid` cookie for a database session
 holding the auth keys. Users are `bench-0` … `bench-<k-1>` and are reused between runs; the
-sessions are made per run and deleted at its end.
+sessions (and, for the API path, API keys) are made per run and deleted at its end.
 """
 
 from __future__ import annotations
@@ -50,3 +50,16 @@ def session_keys(users: list) -> list[str]:
 
 def delete_sessions(keys: list[str]) -> None:
     Session.objects.filter(session_key__in=keys).delete()
+
+
+def api_keys(users: list) -> list[str]:
+    """One fresh API key per user, made as the settings page makes them (the API path's clients)."""
+    from chat.api.keys import do_create_key
+
+    return [do_create_key(user, Team.default(), "bench")[1] for user in users]
+
+
+def delete_api_keys(users: list) -> None:
+    from chat.api.models import ApiKey
+
+    ApiKey.objects.filter(user__in=users, name="bench").delete()

@@ -23,7 +23,7 @@ from gateway_portal import embedded_db
 from gateway_portal.bench import dbcount, pages, report, scenarios
 from gateway_portal.bench.processes import BENCH_DIR, PROJECT_DIR, portal_command, postgres_pid, raise_open_files_limit, start_portal
 from gateway_portal.bench.runner import Watched
-from gateway_portal.bench.sessions import bench_users, delete_sessions, session_keys
+from gateway_portal.bench.sessions import api_keys, bench_users, delete_api_keys, delete_sessions, session_keys
 
 SCENARIO_NAMES = {
     1: "chat-shaped TTFT overhead", 2: "cost and saturation", 3: "concurrency", 4: "relay throughput",
@@ -71,10 +71,12 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         users = bench_users(10 if quick else 100)
         keys = session_keys(users)
+        tokens = api_keys(users) if set(plan.scenarios) & {1, 2} else []
         try:
-            results = self.run(plan, info, keys, users[0])
+            results = self.run(plan, info, keys, users[0], tokens)
         finally:
             delete_sessions(keys)
+            delete_api_keys(users)
             if embedded_db.started_here():
                 embedded_db.stop()
         info.finished = datetime.now(timezone.utc)
@@ -85,7 +87,7 @@ class Command(BaseCommand):
 
     # -- running -------------------------------------------------------------------------------
 
-    def run(self, plan: scenarios.Plan, info: report.RunInfo, keys: list[str], user) -> dict:
+    def run(self, plan: scenarios.Plan, info: report.RunInfo, keys: list[str], user, tokens: list[str]) -> dict:
         from chat.emulator.process import start_emulator
 
         started = []  # stopped in reverse order, whatever happens
@@ -106,6 +108,8 @@ class Command(BaseCommand):
             targets = scenarios.Targets(
                 portal={"kind": "portal", "url": portal.ws_url, "origin": portal.url, "cookies": keys, "model": "gpt-4"},
                 direct={"kind": "genesys", "base": emulator.url, "client_id": "emulator", "client_secret": "emulator-secret"},
+                # The API for programs, one key per bench user: an HTTP streaming client on /v1/.
+                api={"kind": "openai", "base": portal.url, "tokens": tokens, "model": "gpt-4"} if tokens else None,
             )
             if plan.litellm_workers and set(plan.scenarios) & {1, 2}:
                 self.start_litellm(plan, emulator.url, targets, watched, started, info)
