@@ -219,3 +219,17 @@ def _post(url: str, body: str, headers: dict[str, str]) -> tuple[int | None, str
         return None, f"could not connect: {exc}"
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
         return None, f"{type(exc).__name__}: {exc}"
+
+
+@app.periodic(cron="17 3 * * *")
+@app.task(name="audit.purge_content", queueing_lock="purge_content")
+def purge_content(timestamp: int):
+    """Daily: blank message content older than the retention (audit/retention.py)."""
+    from audit import retention
+
+    close_old_connections()
+    try:
+        for done in retention.purge():
+            log.info("retention: purged %d messages of team %s (older than %d days)", done.messages, done.team.slug, done.retention_days)
+    finally:
+        close_old_connections()

@@ -13,12 +13,30 @@ from __future__ import annotations
 
 from django.db.models import Q, QuerySet
 
-from audit.models import UsageRecord
+from audit.models import AuditEntry, UsageRecord
 from chat.models import Conversation, Message
 from gateway_portal.models import Membership
 
 # The compliance officer's role, until roles exist: staff who may view usage records in the admin.
 USAGE_OFFICER_PERMISSION = "audit.view_usagerecord"
+# ... and who may read the audit trail, its transcripts and exports (audit/admin.py, audit/exports.py).
+AUDIT_OFFICER_PERMISSION = "audit.view_auditentry"
+
+
+def is_audit_officer(user) -> bool:
+    """A compliance officer (staff with the audit trail's view permission) or a superuser."""
+    return user.is_active and (user.is_superuser or user.is_staff and user.has_perm(AUDIT_OFFICER_PERMISSION))
+
+
+def transcripts_visible_to(user) -> QuerySet[Conversation]:
+    """The conversations whose full transcript (every message, what the upstream sent, the hashes)
+    this person may open in the admin: all of them for an officer, none for anyone else."""
+    return Conversation.objects.all() if is_audit_officer(user) else Conversation.objects.none()
+
+
+def audit_entries_visible_to(user) -> QuerySet[AuditEntry]:
+    """The audit entries this person may read and export: all for an officer, none otherwise."""
+    return AuditEntry.objects.all() if is_audit_officer(user) else AuditEntry.objects.none()
 
 
 def own_conversations(user) -> QuerySet[Conversation]:

@@ -23,6 +23,11 @@ class Team(models.Model):
     name = models.CharField(max_length=100, unique=True)
     slug = models.SlugField(max_length=50, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Days message content is kept (audit/retention.py): empty follows PORTAL_RETENTION_DAYS, 0 keeps it for ever.
+    retention_days = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="Days message content is kept before it is purged. Empty: the portal's PORTAL_RETENTION_DAYS; 0: for ever.",
+    )
 
     class Meta:
         ordering = ["name"]

@@ -240,6 +240,10 @@ PORTAL_WORKERS = env.int("PORTAL_WORKERS", default=1)
 # Safety filters applied to every completion, in order; "list_markers" is opt-in (it breaks markdown).
 PORTAL_SAFETY_FILTERS = env.list("PORTAL_SAFETY_FILTERS", default=["think_blocks", "generation_error"])
 
+# Days message content is kept before the retention job blanks it (audit/retention.py); a team may
+# set its own. 0: kept for ever, nothing is purged. Audit entries (and their hashes) are never purged.
+PORTAL_RETENTION_DAYS = env.int("PORTAL_RETENTION_DAYS", default=0)
+
 # First admin account created by runportal on first run (password printed once when not given).
 PORTAL_ADMIN_USERNAME = env.str("PORTAL_ADMIN_USERNAME", default="admin")
 PORTAL_ADMIN_PASSWORD = env.str("PORTAL_ADMIN_PASSWORD", default="")
