@@ -27,7 +27,8 @@ class HashCheckForm(forms.Form):
     message = forms.IntegerField(widget=forms.HiddenInput)
     text = forms.CharField(
         label="Text to check", strip=False, widget=forms.Textarea(attrs={"rows": 3}),
-        help_text="Paste the answer exactly as brought (every character counts); it is hashed here and not stored.",
+        help_text="Paste the answer exactly as brought: every character counts (line breaks count as one \\n each). "
+        "It is hashed here and not stored.",
     )
 
 
@@ -51,7 +52,8 @@ def transcript(request, conversation_id: int, *, admin_site):
         raw = request.POST.get("message", "")
         entry = by_message.get(int(raw)) if raw.isdigit() else None
         if form.is_valid() and entry is not None and entry.answer_sha256:
-            digest = sha256_of(form.cleaned_data["text"])
+            # A browser sends a textarea's line breaks as CRLF whatever was pasted; answers are stored with LF.
+            digest = sha256_of(form.cleaned_data["text"].replace("\r\n", "\n"))
             check = {"message": entry.message_id, "matches": digest == entry.answer_sha256, "digest": digest}
     rows = [_row(message, by_message.get(message.pk), check) for message in messages]
     shown = {message.pk for message in messages}

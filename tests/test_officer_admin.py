@@ -157,9 +157,11 @@ def test_the_transcript_checks_a_brought_text_against_the_answers_hash(officer, 
     url = f"/admin/audit/auditentry/transcript/{conversation.pk}/"
     same = officer.post(url, {"message": answer.pk, "text": answer.content}).content.decode()
     assert "The text matches this answer's hash" in same
+    from_a_browser = officer.post(url, {"message": answer.pk, "text": answer.content.replace("\n", "\r\n")}).content.decode()
+    assert "The text matches this answer's hash" in from_a_browser  # a textarea sends CRLF line breaks
     changed = officer.post(url, {"message": answer.pk, "text": answer.content + " "}).content.decode()
     assert "does not match this answer's hash" in changed
-    assert AuditEntry.objects.filter(action="transcript.viewed").count() == 2
+    assert AuditEntry.objects.filter(action="transcript.viewed").count() == 3
 
 
 def test_nobody_but_an_officer_opens_a_transcript(client, alice, bob, charlie, a_filtered_answer):

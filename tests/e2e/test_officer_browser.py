@@ -24,23 +24,27 @@ def a_reviewed_conversation(alice, olivia):
     Playwright's sync API runs an event loop, where the ORM refuses)."""
     call_command("seed_usage", rows=3000, verbosity=0)
     conversation_id, answer = converse(alice, f"[[emulator think]] What does the audit keep? {nonce()}")
-    return conversation_id, answer, AuditEntry.objects.get(message_id=answer.pk)
+    successes = AuditEntry.objects.filter(status="success").count()
+    return conversation_id, answer, AuditEntry.objects.get(message_id=answer.pk), successes
 
 
 def test_an_officer_filters_the_audit_list_opens_a_transcript_and_exports_csv(portal, a_reviewed_conversation, browser):
     from playwright.sync_api import expect
 
-    conversation_id, answer, entry = a_reviewed_conversation
+    conversation_id, answer, entry, successes = a_reviewed_conversation
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     problems = []
     page.on("pageerror", lambda exc: problems.append(str(exc)))
-    page.on("console", lambda message: message.type == "error" and problems.append(message.text))
+    # A failed resource is named by the response (the admin asks for /favicon.ico, which the portal does not serve).
+    page.on("console", lambda m: m.type == "error" and not m.text.startswith("Failed to load resource") and problems.append(m.text))
+    page.on("response", lambda r: r.status >= 400 and not r.url.endswith("/favicon.ico") and problems.append(f"{r.status} {r.url}"))
 
     page.goto(portal.url + "/admin/")
     page.fill("input[name=username]", "olivia")
     page.fill("input[name=password]", "olivia-password-1")
     page.click("input[type=submit], button[type=submit]")
-    page.click("a:text('Audit entries')")
+    page.wait_for_url(portal.url + "/admin/")
+    page.goto(portal.url + "/admin/audit/auditentry/")
     expect(page.locator("p.paginator")).to_contain_text("audit entries")
 
     # Filter: the person typed in, then the safety filter that fired, from the sidebar.
@@ -64,7 +68,7 @@ def test_an_officer_filters_the_audit_list_opens_a_transcript_and_exports_csv(po
     page.click("button:text('Check')")
     expect(page.locator(".transcript-check")).to_contain_text("The text matches this answer's hash")
 
-    # Export the unfiltered list (3,000 seed rows and more): progress in the page, then the file.
+    # Export the successes (some 2,800 rows): progress in the page, then the file.
     page.goto(portal.url + "/admin/audit/auditentry/?status__exact=success")
     with page.expect_download() as download:
         page.click("a.export-link")
@@ -72,7 +76,6 @@ def test_an_officer_filters_the_audit_list_opens_a_transcript_and_exports_csv(po
     page.screenshot(path=str(ARTIFACTS / "officer-export-done.png"), full_page=True)
     text = open(download.value.path(), encoding="utf-8").read()
     rows = list(csv.DictReader(io.StringIO(text)))
-    expected = AuditEntry.objects.filter(status="success").count()
-    assert len(rows) == expected > 2000 and {row["status"] for row in rows} == {"success"}
-    assert f"Done: {expected:,} rows" in page.locator("#export-status").inner_text()
+    assert len(rows) == successes > 2000 and {row["status"] for row in rows} == {"success"}
+    assert f"Done: {successes:,} rows" in page.locator("#export-status").inner_text()
     assert not problems, problems
