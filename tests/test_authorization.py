@@ -30,6 +30,10 @@ PAGES = [
     ("GET /admin/audit/auditentry/", {"alice": ADMIN_LOGIN, "bob": ADMIN_LOGIN, "charlie": ADMIN_LOGIN, "olivia": 200, None: ADMIN_LOGIN}),
     ("GET /admin/audit/auditentry/{audit}/change/", {"alice": ADMIN_LOGIN, "bob": ADMIN_LOGIN, "charlie": ADMIN_LOGIN, "olivia": 200, None: ADMIN_LOGIN}),
     ("POST /admin/audit/auditentry/{audit}/delete/", {"alice": ADMIN_LOGIN, "bob": ADMIN_LOGIN, "charlie": ADMIN_LOGIN, "olivia": 403, None: ADMIN_LOGIN}),
+    ("GET /admin/audit/auditentry/transcript/{private}/", {"alice": ADMIN_LOGIN, "bob": ADMIN_LOGIN, "charlie": ADMIN_LOGIN, "olivia": 200, None: ADMIN_LOGIN}),
+    ("GET /admin/audit/auditentry/export.csv", {"alice": ADMIN_LOGIN, "bob": ADMIN_LOGIN, "charlie": ADMIN_LOGIN, "olivia": 200, None: ADMIN_LOGIN}),
+    ("GET /admin/audit/usagerecord/export.csv", {"alice": ADMIN_LOGIN, "bob": ADMIN_LOGIN, "charlie": ADMIN_LOGIN, "olivia": 200, None: ADMIN_LOGIN}),
+    ("POST /admin/audit/legalhold/add/", {"alice": ADMIN_LOGIN, "bob": ADMIN_LOGIN, "charlie": ADMIN_LOGIN, "olivia": 403, None: ADMIN_LOGIN}),
 ]
 
 # Socket actions on alice's private conversation and its answer: what each person gets back.
