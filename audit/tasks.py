@@ -1,5 +1,5 @@
 """The webhook delivery job, run by Procrastinate's workers (`manage.py procrastinate worker`),
-never by the process that served the chat.
+never by the process that served the chat; and, at the end, the daily retention purge.
 
 One job delivers one event to one endpoint (audit/webhooks.py enqueued it in the completion's
 transaction). Its first run writes the `WebhookDelivery`: the body exactly as it is signed and
