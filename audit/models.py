@@ -4,7 +4,9 @@ import secrets
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
 from django.db import IntegrityError, models, transaction
+from django.db.models.fields.json import KeyTextTransform
 
 COMPLIANCE_TAG = "GENESYS_AI_GATEWAY_V2"
 # The key of the ANALYTICS_WEBHOOK_URL endpoint in delivery jobs (the others use their row's id).
@@ -100,6 +102,11 @@ class AuditEntry(models.Model):
             models.Index(fields=["status", "-timestamp"]),
             models.Index(fields=["team", "-timestamp"]),
             models.Index(fields=["action", "-timestamp"]),
+            # The officer's filters (audit/admin.py): model, client, safety filters fired.
+            models.Index(fields=["model_id", "-timestamp"], name="audit_model_time"),
+            models.Index(KeyTextTransform("client", "details"), models.F("timestamp").desc(), name="audit_client_time"),
+            models.Index(fields=["-timestamp"], condition=models.Q(safety_filtered=True), name="audit_filtered_time"),
+            GinIndex(fields=["filters"], opclasses=["jsonb_path_ops"], name="audit_filters_fired"),
         ]
 
     def __str__(self):
@@ -153,6 +160,46 @@ class UsageRecord(models.Model):
 
     def __str__(self):
         return f"{self.request_id} {self.model_id} {self.output_tokens} tokens"
+
+
+class LegalHold(models.Model):
+    """A legal hold on a team or on one person: while it stands (not released), the retention job
+    purges none of their messages (audit/retention.py). Set and released by superusers in the
+    admin, each audited; never deleted, so the list is the hold's history."""
+
+    team = models.ForeignKey("gateway_portal.Team", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        verbose_name="person", help_text="The person whose conversations are held (or choose a team).",
+    )
+    reason = models.TextField(help_text="Why, for the record (a case or matter reference).")
+    set_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", editable=False)
+    set_at = models.DateTimeField(editable=False)
+    released_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+", editable=False
+    )
+    released_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-set_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(team__isnull=True, user__isnull=False) | models.Q(team__isnull=False, user__isnull=True),
+                name="legal_hold_on_a_team_or_a_person",
+            )
+        ]
+
+    def __str__(self):
+        return f"legal hold on {self.target}"
+
+    @property
+    def target(self) -> str:
+        """What is held, as an audit entry's target ("team:red", "user:alice")."""
+        return f"team:{self.team.slug}" if self.team_id else f"user:{self.user.get_username()}"
+
+    @property
+    def active(self) -> bool:
+        return self.released_at is None
 
 
 # --- Webhooks: the seed's analytics callbacks, durable and signed (README.md "Webhooks") -------

@@ -1,5 +1,5 @@
 """The webhook delivery job, run by Procrastinate's workers (`manage.py procrastinate worker`),
-never by the process that served the chat.
+never by the process that served the chat; and, at the end, the daily retention purge.
 
 One job delivers one event to one endpoint (audit/webhooks.py enqueued it in the completion's
 transaction). Its first run writes the `WebhookDelivery`: the body exactly as it is signed and
@@ -246,3 +246,17 @@ def publish_audit_checkpoint(timestamp):
 
     close_old_connections()
     checkpoints.publish()
+
+
+@app.periodic(cron="17 3 * * *")
+@app.task(name="audit.purge_content", queueing_lock="purge_content")
+def purge_content(timestamp: int):
+    """Daily: blank message content older than the retention (audit/retention.py)."""
+    from audit import retention
+
+    close_old_connections()
+    try:
+        for done in retention.purge():
+            log.info("retention: purged %d messages of team %s (older than %d days)", done.messages, done.team.slug, done.retention_days)
+    finally:
+        close_old_connections()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from django.db.models import Q, QuerySet
 
-from audit.models import UsageRecord
+from audit.models import AuditEntry, UsageRecord
 from chat.api.models import ApiKey
 from chat.models import Conversation, Message
 from gateway_portal.models import COMPLIANCE_OFFICERS, Membership, Team
@@ -51,6 +51,17 @@ def teams_managed_by(user) -> QuerySet[Team]:
     if user.is_active and user.is_superuser:
         return Team.objects.all()
     return Team.objects.filter(memberships__user=user, memberships__role=Membership.Role.ADMIN)
+
+
+def transcripts_visible_to(user) -> QuerySet[Conversation]:
+    """The conversations whose full transcript (every message, what the upstream sent, the hashes)
+    this person may open in the admin: all of them for an officer, none for anyone else."""
+    return Conversation.objects.all() if is_officer(user) else Conversation.objects.none()
+
+
+def audit_entries_visible_to(user) -> QuerySet[AuditEntry]:
+    """The audit entries this person may read and export: all for an officer, none otherwise."""
+    return AuditEntry.objects.all() if is_officer(user) else AuditEntry.objects.none()
 
 
 def own_conversations(user) -> QuerySet[Conversation]:

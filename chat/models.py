@@ -71,6 +71,8 @@ class Message(models.Model):
     # A streaming answer's heartbeat: when its text was last saved (every PORTAL_CHECKPOINT_SECONDS
     # while it streams). One that stops beating belongs to a process that died (chat/recovery.py).
     checkpoint_at = models.DateTimeField(null=True, blank=True)
+    # When the retention job blanked its content (audit/retention.py); its audit entry keeps the hashes.
+    purged_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["created_at", "id"]

@@ -55,6 +55,11 @@ class Team(models.Model):
         "Leave empty for the portal's PORTAL_SAFETY_FILTERS.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # Days message content is kept (audit/retention.py): empty follows PORTAL_RETENTION_DAYS, 0 keeps it for ever.
+    retention_days = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="Days message content is kept before it is purged. Empty: the portal's PORTAL_RETENTION_DAYS; 0: for ever.",
+    )
 
     class Meta:
         ordering = ["name"]

@@ -287,6 +287,10 @@ PORTAL_SAFETY_PATTERNS = env.json("PORTAL_SAFETY_PATTERNS", default=[])
 PORTAL_SAFETY_PHONE_REGION = env.str("PORTAL_SAFETY_PHONE_REGION", default="US")
 PORTAL_PROMPT_FILTER = env.str("PORTAL_PROMPT_FILTER", default="off")
 
+# Days message content is kept before the retention job blanks it (audit/retention.py); a team may
+# set its own. 0: kept for ever, nothing is purged. Audit entries (and their hashes) are never purged.
+PORTAL_RETENTION_DAYS = env.int("PORTAL_RETENTION_DAYS", default=0)
+
 # First admin account created by runportal on first run (password printed once when not given).
 PORTAL_ADMIN_USERNAME = env.str("PORTAL_ADMIN_USERNAME", default="admin")
 PORTAL_ADMIN_PASSWORD = env.str("PORTAL_ADMIN_PASSWORD", default="")

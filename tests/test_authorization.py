@@ -39,6 +39,10 @@ PAGES = [
     ("POST /teams/red/members/bob/remove/", {"alice": 403, "bob": 403, "tess": 302, "charlie": 404, "olivia": 403, None: LOGIN}),
     ("POST /teams/blue/members/charlie/remove/", {"alice": 404, "bob": 404, "tess": 404, "charlie": 403, "olivia": 403, None: LOGIN}),
     ("GET /admin/auth/user/", {"alice": ADMIN_LOGIN, "bob": ADMIN_LOGIN, "tess": ADMIN_LOGIN, "charlie": ADMIN_LOGIN, "olivia": 403, None: ADMIN_LOGIN}),
+    ("GET /admin/audit/auditentry/transcript/{private}/", {"alice": ADMIN_LOGIN, "bob": ADMIN_LOGIN, "tess": ADMIN_LOGIN, "charlie": ADMIN_LOGIN, "olivia": 200, None: ADMIN_LOGIN}),
+    ("GET /admin/audit/auditentry/export.csv", {"alice": ADMIN_LOGIN, "bob": ADMIN_LOGIN, "tess": ADMIN_LOGIN, "charlie": ADMIN_LOGIN, "olivia": 200, None: ADMIN_LOGIN}),
+    ("GET /admin/audit/usagerecord/export.csv", {"alice": ADMIN_LOGIN, "bob": ADMIN_LOGIN, "tess": ADMIN_LOGIN, "charlie": ADMIN_LOGIN, "olivia": 200, None: ADMIN_LOGIN}),
+    ("POST /admin/audit/legalhold/add/", {"alice": ADMIN_LOGIN, "bob": ADMIN_LOGIN, "tess": ADMIN_LOGIN, "charlie": ADMIN_LOGIN, "olivia": 403, None: ADMIN_LOGIN}),
 ]
 
 # Socket actions on alice's private conversation and its answer: what each person gets back.

@@ -174,7 +174,7 @@ def test_the_migration_makes_the_group_and_keeps_officers_who_held_the_permissio
     from django.db.migrations.executor import MigrationExecutor
 
     executor = MigrationExecutor(connection)
-    executor.migrate([("gateway_portal", "0002_teams")])
+    executor.migrate([("gateway_portal", "0005_team_retention_days")])  # just before the group
     officer = django_user_model.objects.create_user("oscar", is_staff=True)
     officer.user_permissions.add(Permission.objects.get(content_type__app_label="audit", codename="view_usagerecord"))
     member = django_user_model.objects.create_user("mia")

@@ -40,7 +40,7 @@ def remove_the_group(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("gateway_portal", "0003_team_limits"),
+        ("gateway_portal", "0005_team_retention_days"),
         ("auth", "0012_alter_user_first_name_max_length"),
         ("contenttypes", "0002_remove_content_type_name"),
         ("audit", "0007_audit_events"),

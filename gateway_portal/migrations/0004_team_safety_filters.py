@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('gateway_portal', '0004_compliance_officers_group'),
+        ('gateway_portal', '0003_team_limits'),
     ]
 
     operations = [
