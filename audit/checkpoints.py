@@ -3,9 +3,8 @@
 The hash chain (audit/chain.py) catches an entry changed or removed in place, but not someone who
 rewrites the whole table and recomputes every hash after it. A checkpoint is the chain's head at
 a moment, `{"seq": …, "hash": …, "at": …}`, copied somewhere that person cannot reach: the log
-(a line from the `audit.checkpoint` logger, which log shipping carries off the machine), a file
-(PORTAL_AUDIT_CHECKPOINT_FILE, one JSON line each, for a mount that is backed up elsewhere) and the
-webhook endpoints that subscribe to `audit.checkpoint`. `manage.py verify_audit --checkpoints
+(a line from the `audit.checkpoint` logger, which log shipping carries off the machine) and a file
+(PORTAL_AUDIT_CHECKPOINT_FILE, one JSON line each, for a mount that is backed up elsewhere). `manage.py verify_audit --checkpoints
 FILE` then checks that the chain still runs through every checkpoint in FILE.
 
 Published every hour by a job (audit/tasks.py) and on demand (`manage.py audit_checkpoint`).
@@ -45,7 +44,7 @@ def current() -> Checkpoint | None:
 
 
 def publish() -> Checkpoint | None:
-    """Publish the head to the log, the checkpoint file and the webhooks; returns it."""
+    """Publish the head to the log and the checkpoint file; returns it."""
     checkpoint = current()
     if checkpoint is None:
         return None

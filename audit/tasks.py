@@ -241,7 +241,7 @@ def _post(url: str, body: str, headers: dict[str, str]) -> tuple[int | None, str
 @app.periodic(cron="0 * * * *")
 @app.task(name="audit.publish_checkpoint", queueing_lock="publish_audit_checkpoint")
 def publish_audit_checkpoint(timestamp):
-    """Every hour: the chain's head to the log, the checkpoint file and webhooks (audit/checkpoints.py)."""
+    """Every hour: the chain's head to the log and the checkpoint file (audit/checkpoints.py)."""
     from audit import checkpoints
 
     close_old_connections()

@@ -7,7 +7,7 @@ from audit import checkpoints
 
 
 class Command(BaseCommand):
-    help = "Publish the audit chain's head (seq and hash) to the log, the checkpoint file and webhooks, and print it."
+    help = "Publish the audit chain's head (seq and hash) to the log and the checkpoint file, and print it."
 
     def handle(self, *args, **options):
         checkpoint = checkpoints.publish()
