@@ -262,3 +262,33 @@ def test_more_than_one_worker_without_redis_is_refused_with_a_reason(settings):
     settings.REDIS_URL = ""
     with pytest.raises(CommandError, match="needs REDIS_URL"):
         call_command("runportal", "--workers", "2", "--port", "1")
+
+
+async def test_completions_on_two_processes_at_once_make_one_unbroken_audit_chain(two_portals, alice, bob):
+    cookies = [await sync_to_async(session_cookie_for)(person) for person in (alice, bob)]
+
+    async def chat(portal, cookie, count):
+        async with connect(portal, cookie) as ws:
+            for n in range(count):
+                await ws.send(json.dumps({"type": "send", "conversation": None, "content": f"Chain {n} {nonce()}"}))
+                assert (await frames_until_final(ws))[-1]["status"] == "complete"
+
+    # Four sockets, two on each process, each asking one question after another.
+    await asyncio.gather(*(
+        chat(portal, cookie, 5) for portal in two_portals for cookie in cookies
+    ))
+
+    def verified():
+        from io import StringIO
+
+        from audit.models import AuditEntry
+
+        out = StringIO()
+        call_command("verify_audit", stdout=out)
+        completions = AuditEntry.objects.filter(action="completion.succeeded").count()
+        seqs = list(AuditEntry.objects.order_by("seq").values_list("seq", flat=True))
+        return out.getvalue(), completions, seqs
+
+    report, completions, seqs = await sync_to_async(verified)()
+    assert completions == 20 and seqs == list(range(1, len(seqs) + 1))
+    assert f"intact: {len(seqs)} entries checked" in report
