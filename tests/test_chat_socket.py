@@ -338,9 +338,9 @@ async def test_an_audit_id_collision_does_not_lose_the_answer(alice, open_socket
     taken = await sync_to_async(lambda: AuditEntry.objects.create(
         request_id="req-old", user=alice, model_id="gpt-4", status="success", timestamp=timezone.now()
     ).audit_id)()
+    socket = await open_socket(alice)  # first: the log-in is an audit entry too
     ids = iter([taken, "AUD-0000beef"])
     monkeypatch.setattr(actions, "new_audit_id", lambda: next(ids, audit_models.new_audit_id()))
-    socket = await open_socket(alice)
     frames = await ask(socket, f"Collide {nonce()}")
     assert frames[-1]["type"] == "done"
     messages, audits, usages = await rows_for(frames[0]["request_id"])
