@@ -12,7 +12,7 @@ from django.test import AsyncClient, Client, override_settings
 
 from chat.emulator.process import start_emulator
 from gateway_portal.child_processes import free_port
-from tests.helpers import _test_database_url, launch_portal
+from tests.helpers import launch_portal
 
 
 def test_healthz_answers_without_touching_the_database():
@@ -55,8 +55,8 @@ async def test_not_ready_when_redis_is_unreachable():
 class Cable:
     """A TCP relay to PostgreSQL that can be unplugged: open connections cut, new ones closed at once."""
 
-    def __init__(self, port: int):
-        self.target = ("127.0.0.1", port)
+    def __init__(self, target: tuple[str, int] | str):
+        self.target = target  # (host, port), or the path of PostgreSQL's Unix socket (the embedded one)
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.plugged = True
@@ -72,7 +72,11 @@ class Cable:
             if not self.plugged:
                 client.close()
                 continue
-            server = socket.create_connection(self.target)
+            if isinstance(self.target, str):
+                server = socket.socket(socket.AF_UNIX)
+                server.connect(self.target)
+            else:
+                server = socket.create_connection(self.target)
             self.open += [client, server]
             for a, b in ((client, server), (server, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
@@ -120,8 +124,11 @@ def get(url):
 def test_a_running_portal_is_not_ready_once_its_database_is_unreachable():
     from django.conf import settings
 
-    cable = Cable(int(settings.DATABASES["default"].get("PORT") or 5432))
-    url = _test_database_url().replace(f":{settings.DATABASES['default'].get('PORT') or 5432}/", f":{cable.port}/")
+    db = settings.DATABASES["default"]
+    host, port = db.get("HOST") or "127.0.0.1", int(db.get("PORT") or 5432)
+    # The embedded PostgreSQL listens on a Unix socket only; the cable reaches either over TCP.
+    cable = Cable(f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port))
+    url = f"postgresql://{db['USER']}:{db.get('PASSWORD') or ''}@127.0.0.1:{cable.port}/{db['NAME']}"
     portal = launch_portal("--job-workers", "0", DATABASE_URL=url, PORTAL_READY_TIMEOUT="2")
     try:
         status, body = get(portal.url + "/readyz")
